@@ -1,0 +1,98 @@
+"""The chunkwise form: parallel inside chunks of L steps, recurrent across.
+
+Cost O(T L (DK + DV) + T DK DV) time and O(T L + NC DK DV) memory per head,
+linear in T; the only sequential part is a loop over the NC = ceil(T / L)
+chunks, never over time steps. Phases, per head:
+
+1. Pad T to NC * L with identity steps (``lf = 0``, ``i~ = -1e30``), which
+   leave the state exactly unchanged, and split into chunks.
+   O(T (DK + DV)).
+2. Inside every chunk at once: the log weight matrix ``D`` (L, L) and the
+   cumulative log decay ``a`` (L,). O(T L).
+3. Inside every chunk at once: the state each chunk builds from zero,
+   ``C_c = sum_s exp(D[L-1, s] - m_c) k_s v_s^T``. O(T DK DV).
+4. Across chunks, sequentially: the state entering each chunk, by decaying
+   the previous one by the chunk's total ``exp(a[L-1])`` and adding the
+   chunk's own state, stabilised. O(NC DK DV), NC steps.
+5. Inside every chunk at once: the outputs from the chunk's inputs (an
+   (L, L) masked attention) plus the state entering the chunk.
+   O(T L (DK + DV) + T DK DV).
+6. Drop the padded steps.
+
+Phases 2, 3 and 5 are the parallel form's building blocks applied with the
+chunks as an extra batch axis.
+
+Notation (see ``common.py``): B, NH, T, DK, DV, L, NC.
+"""
+
+from keras import ops
+
+from keras_mlstm.ops.common import NEG_LOG_WEIGHT
+from keras_mlstm.ops.parallel import combine_states
+from keras_mlstm.ops.parallel import local_state
+from keras_mlstm.ops.parallel import log_weights
+from keras_mlstm.ops.parallel import outputs
+from keras_mlstm.ops.scan import scan
+
+
+def _to_chunks(x, chunk_size, padding, value=0.0):
+    """Pad axis 2 of ``x`` by ``padding`` and split it into chunks."""
+    if padding is not None:
+        widths = [[0, 0]] * len(x.shape)
+        widths[2] = [0, padding]
+        x = ops.pad(x, widths, constant_values=value)
+    shape = ops.shape(x)
+    return ops.reshape(x, (shape[0], shape[1], -1, chunk_size) + shape[3:])
+
+
+def chunkwise_form(prepared, eps, chunk_size):
+    """The chunkwise form on prepared inputs (see ``common.prepare``).
+
+    Returns:
+        ``(h, state)`` with ``h`` of shape ``(B, NH, T, DV)``.
+    """
+    length = prepared.q.shape[2]
+    if length is None:  # only known at run time: always pad, then slice
+        length = ops.shape(prepared.q)[2]
+        padding = (-length) % chunk_size
+    else:
+        padding = (-length) % chunk_size or None
+
+    # 1. Identity padding, then chunks.
+    q = _to_chunks(prepared.q, chunk_size, padding)  # (B, NH, NC, L, DK)
+    k = _to_chunks(prepared.k, chunk_size, padding)  # (B, NH, NC, L, DK)
+    v = _to_chunks(prepared.v, chunk_size, padding)  # (B, NH, NC, L, DV)
+    log_input = _to_chunks(
+        prepared.log_input, chunk_size, padding, NEG_LOG_WEIGHT
+    )  # (B, NH, NC, L)
+    log_forget = _to_chunks(
+        prepared.log_forget, chunk_size, padding
+    )  # (B, NH, NC, L)
+
+    # 2. Log weights inside each chunk.
+    log_d, log_decay = log_weights(log_input, log_forget)  # (B, NH, NC, L, L)
+
+    # 3. The state each chunk builds from zero.
+    local = local_state(log_d[..., -1, :], k, v)  # (B, NH, NC, DK, DV), ...
+
+    # 4. The state entering each chunk, carried across chunks.
+    def step(state, chunk):
+        chunk_decay, chunk_local = chunk
+        return combine_states(state, chunk_decay, chunk_local), state
+
+    xs = (
+        ops.moveaxis(log_decay[..., -1], 2, 0),  # (NC, B, NH)
+        tuple(ops.moveaxis(s, 2, 0) for s in local),  # (NC, B, NH, ...)
+    )
+    final_state, entering = scan(step, prepared.state, xs, prepared.state)
+    entering = tuple(ops.moveaxis(s, 0, 2) for s in entering)
+
+    # 5. Outputs of every chunk.
+    h = outputs(q, k, v, log_d, log_decay, entering, eps)  # (B, NH, NC, L, DV)
+
+    # 6. Back to (B, NH, T, DV), without the padding.
+    shape = ops.shape(h)
+    h = ops.reshape(h, (shape[0], shape[1], -1, shape[-1]))
+    if padding is not None:
+        h = h[:, :, :length]
+    return h, final_state

@@ -1,0 +1,167 @@
+"""``mlstm``: the sequence op, and the resolver that picks its form.
+
+All three forms compute the same function (see ``docs/math.md``); they differ
+in cost. ``resolve_form`` is the one place that turns ``form="auto"`` into a
+concrete form.
+"""
+
+import keras
+
+from keras_mlstm.ops.chunkwise import chunkwise_form
+from keras_mlstm.ops.common import FORMS
+from keras_mlstm.ops.common import SEQUENCE_LAYOUT
+from keras_mlstm.ops.common import check_inputs
+from keras_mlstm.ops.common import check_options
+from keras_mlstm.ops.common import finish
+from keras_mlstm.ops.common import prepare
+from keras_mlstm.ops.parallel import parallel_form
+from keras_mlstm.ops.recurrent import recurrent_form
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+def resolve_form(form, sequence_length, chunk_size=64):
+    """Map a form name, ``"auto"`` included, to a concrete form.
+
+    ``"auto"`` picks ``"recurrent"`` for a single step, ``"parallel"`` when
+    the sequence fits in one chunk (its quadratic cost is then at most the
+    chunkwise form's), and ``"chunkwise"`` otherwise, including when the
+    length is only known at run time.
+
+    Args:
+        form: one of ``"auto"``, ``"parallel"``, ``"chunkwise"``,
+            ``"recurrent"``.
+        sequence_length: T, or None when it is not known statically.
+        chunk_size: the chunkwise form's chunk size L.
+
+    Returns:
+        The concrete form's name.
+
+    Raises:
+        ValueError: for an unknown form name, listing the valid ones.
+
+    Example:
+
+    >>> resolve_form("auto", 1000, chunk_size=64)
+    'chunkwise'
+    """
+    if form not in FORMS + ("auto",):
+        raise ValueError(
+            f"`form` must be one of {FORMS + ('auto',)}; received {form!r}."
+        )
+    if form != "auto":
+        return form
+    if sequence_length is None:
+        return "chunkwise"
+    if sequence_length == 1:
+        return "recurrent"
+    if sequence_length <= chunk_size:
+        return "parallel"
+    return "chunkwise"
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+def mlstm(
+    q,
+    k,
+    v,
+    input_gate,
+    forget_gate,
+    *,
+    initial_state=None,
+    mask=None,
+    form="auto",
+    chunk_size=64,
+    forget_gate_activation="sigmoid",
+    eps=1e-6,
+    return_state=False,
+):
+    """The mLSTM cell over a sequence, for every batch entry and head.
+
+    Computes, for t = 1..T, with ``lf = log_sigmoid(f~)`` (or ``lf = f~``
+    with ``forget_gate_activation="exp"``):
+
+        m_t = max(lf_t + m_{t-1}, i~_t)
+        C_t = exp(lf_t + m_{t-1} - m_t) C_{t-1} + exp(i~_t - m_t) k_t v_t^T
+        n_t = exp(lf_t + m_{t-1} - m_t) n_{t-1} + exp(i~_t - m_t) k_t
+        h_t = C_t^T q_t' / (max(|n_t^T q_t'|, exp(-m_t)) + eps),
+              q_t' = q_t / sqrt(DK)
+
+    which is the xLSTM paper's mLSTM with exponential input gate, stabilised.
+
+    Args:
+        q: queries, ``(B, NH, T, DK)``.
+        k: keys, ``(B, NH, T, DK)``, same dtype as ``q`` and ``v``.
+        v: values, ``(B, NH, T, DV)``.
+        input_gate: input gate pre-activations ``i~``, ``(B, NH, T)``.
+        forget_gate: forget gate pre-activations ``f~``, ``(B, NH, T)``.
+        initial_state: None (zeros) or ``(C, n, m)`` with shapes
+            ``(B, NH, DK, DV)``, ``(B, NH, DK)``, ``(B, NH)`` and the state
+            dtype (float32, or float64 for float64 inputs).
+        mask: None or a bool ``(B, T)`` tensor. A masked step leaves the
+            state unchanged and outputs zeros.
+        form: ``"auto"``, ``"parallel"``, ``"chunkwise"`` or
+            ``"recurrent"``; see ``resolve_form``. All give the same result.
+        chunk_size: chunk size L of the chunkwise form, a positive int; T
+            need not be a multiple of it.
+        forget_gate_activation: ``"sigmoid"`` (the official xLSTM code) or
+            ``"exp"``.
+        eps: added to the read-out's denominator.
+        return_state: also return the final state.
+
+    Returns:
+        ``h`` of shape ``(B, NH, T, DV)`` in the dtype of ``v``; with
+        ``return_state``, ``(h, (C, n, m))`` with the state in the state
+        dtype. Gates and states are computed in float32 (float64 for float64
+        inputs) whatever the input dtype.
+
+    Raises:
+        ValueError: for a shape, rank or dtype mismatch, a non-positive
+            ``chunk_size``, or an unknown ``form`` or
+            ``forget_gate_activation``, before any computation.
+
+    Example:
+
+    >>> import numpy as np
+    >>> q = k = v = np.ones((2, 4, 100, 16), "float32")
+    >>> i = f = np.zeros((2, 4, 100), "float32")
+    >>> h, (c, n, m) = mlstm(q, k, v, i, f, return_state=True)
+    >>> tuple(h.shape), tuple(c.shape)
+    ((2, 4, 100, 16), (2, 4, 16, 16))
+
+    References:
+        - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
+          arXiv:2405.04517, section 2.3 and appendix A.
+        - Beck et al., "xLSTM 7B: A Recurrent LLM for Fast and Efficient
+          Inference", 2025, arXiv:2503.13427 (the chunkwise form).
+    """
+    check_options(forget_gate_activation, eps, chunk_size, form)
+    dims, _ = check_inputs(
+        q,
+        k,
+        v,
+        input_gate,
+        forget_gate,
+        initial_state,
+        mask,
+        SEQUENCE_LAYOUT,
+        "initial_state",
+    )
+    form = resolve_form(form, dims.get("T"), chunk_size)
+    prepared = prepare(
+        q,
+        k,
+        v,
+        input_gate,
+        forget_gate,
+        initial_state,
+        mask,
+        forget_gate_activation,
+    )
+    if form == "parallel":
+        h, state = parallel_form(prepared, eps)
+    elif form == "chunkwise":
+        h, state = chunkwise_form(prepared, eps, chunk_size)
+    else:
+        h, state = recurrent_form(prepared, eps)
+    h = finish(h, prepared)
+    return (h, state) if return_state else h
