@@ -28,11 +28,11 @@ Notation (see ``common.py``): B, NH, T, DK, DV, L, NC.
 from keras import ops
 
 from keras_mlstm.ops.common import NEG_LOG_WEIGHT
+from keras_mlstm.ops.compat import scan
 from keras_mlstm.ops.parallel import combine_states
 from keras_mlstm.ops.parallel import local_state
 from keras_mlstm.ops.parallel import log_weights
 from keras_mlstm.ops.parallel import outputs
-from keras_mlstm.ops.scan import scan
 
 
 def _to_chunks(x, chunk_size, padding, value=0.0):

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_mlstm.ops.compat import maximum
+
 # Log-weight given to an absent input (a masked or padded step). Finite, so
 # that no ``inf - inf`` can appear in a forward or backward pass, and so
 # negative that ``exp`` of it is exactly zero in every float dtype we use.
@@ -247,7 +249,9 @@ def prepare(
     dtype = state_dtype(output_dtype)
     q = ops.convert_to_tensor(q)
     dk = q.shape[-1]
-    q = ops.cast(q, dtype) * ops.cast(1.0 / dk**0.5, dtype)
+    # A Python float keeps full precision in any dtype; ops.cast of one
+    # would round it through float32 first on TensorFlow.
+    q = ops.cast(q, dtype) / dk**0.5
     k = ops.cast(ops.convert_to_tensor(k), dtype)
     v = ops.cast(ops.convert_to_tensor(v), dtype)
     log_input = ops.cast(ops.convert_to_tensor(input_gate), dtype)
@@ -280,8 +284,9 @@ def read_out(numerator, denominator, log_scale, eps):
         log_scale: ``(...)``, the stabiliser ``m``.
         eps: the constant added to the denominator.
     """
-    floor = ops.exp(-ops.maximum(log_scale, -MAX_LOG_FLOOR))  # (...)
-    scale = ops.maximum(ops.abs(denominator), floor) + eps  # (...)
+    lowest = ops.full_like(log_scale, -MAX_LOG_FLOOR)
+    floor = ops.exp(-maximum(log_scale, lowest))  # (...)
+    scale = maximum(ops.abs(denominator), floor) + eps  # (...)
     return numerator / ops.expand_dims(scale, -1)
 
 

@@ -24,6 +24,8 @@ from keras import ops
 
 from keras_mlstm.ops.common import NEG_LOG_WEIGHT
 from keras_mlstm.ops.common import read_out
+from keras_mlstm.ops.compat import cumsum
+from keras_mlstm.ops.compat import maximum
 
 
 def log_weights(log_input, log_forget):
@@ -45,7 +47,7 @@ def log_weights(log_input, log_forget):
     below = ops.cast(rows > cols, dtype)  # (T, T), 1 where r > s
     # [r, s] = lf[r] for r > s, else 0; a cumulative sum down the rows gives
     # [t, s] = lf[s+1] + ... + lf[t].
-    segment = ops.cumsum(
+    segment = cumsum(
         ops.expand_dims(log_forget, -1) * below, axis=-2
     )  # (..., T, T)
     log_d = ops.where(
@@ -53,7 +55,7 @@ def log_weights(log_input, log_forget):
         segment + ops.expand_dims(log_input, -2),
         ops.cast(NEG_LOG_WEIGHT, dtype),
     )  # (..., T, T)
-    log_decay = ops.cumsum(log_forget, axis=-1)  # (..., T)
+    log_decay = cumsum(log_forget, axis=-1)  # (..., T)
     return log_d, log_decay
 
 
@@ -73,7 +75,7 @@ def local_state(log_end_weights, k, v):
     m = ops.max(log_end_weights, axis=-1)  # (...)
     weight = ops.exp(log_end_weights - ops.expand_dims(m, -1))  # (..., T)
     weighted_k = k * ops.expand_dims(weight, -1)  # (..., T, DK)
-    c = ops.matmul(ops.swapaxes(weighted_k, -1, -2), v)  # (..., DK, DV)
+    c = ops.einsum("...tk,...tv->...kv", weighted_k, v)  # (..., DK, DV)
     n = ops.sum(weighted_k, axis=-2)  # (..., DK)
     return c, n, m
 
@@ -86,7 +88,7 @@ def combine_states(state, log_decay, local):
     """
     c_prev, n_prev, m_prev = state
     c_local, n_local, m_local = local
-    m = ops.maximum(log_decay + m_prev, m_local)  # (...)
+    m = maximum(log_decay + m_prev, m_local)  # (...)
     decay = ops.exp(log_decay + m_prev - m)  # (...)
     scale = ops.exp(m_local - m)  # (...)
     c = (
@@ -117,15 +119,15 @@ def outputs(q, k, v, log_d, log_decay, state, eps):
     """
     c_prev, n_prev, m_prev = state
     log_carried = log_decay + ops.expand_dims(m_prev, -1)  # (..., T)
-    m = ops.maximum(ops.max(log_d, axis=-1), log_carried)  # (..., T)
-    scores = ops.matmul(q, ops.swapaxes(k, -1, -2))  # (..., T, T)
+    m = maximum(ops.max(log_d, axis=-1), log_carried)  # (..., T)
+    scores = ops.einsum("...tk,...sk->...ts", q, k)  # (..., T, T)
     weights = ops.exp(log_d - ops.expand_dims(m, -1)) * scores  # (..., T, T)
     carried = ops.exp(log_carried - m)  # (..., T)
-    numerator = ops.matmul(weights, v) + ops.expand_dims(
+    numerator = ops.einsum("...ts,...sv->...tv", weights, v) + ops.expand_dims(
         carried, -1
-    ) * ops.matmul(q, c_prev)  # (..., T, DV)
-    denominator = ops.sum(weights, axis=-1) + carried * ops.squeeze(
-        ops.matmul(q, ops.expand_dims(n_prev, -1)), -1
+    ) * ops.einsum("...tk,...kv->...tv", q, c_prev)  # (..., T, DV)
+    denominator = ops.sum(weights, axis=-1) + carried * ops.einsum(
+        "...tk,...k->...t", q, n_prev
     )  # (..., T)
     return read_out(numerator, denominator, m, eps)
 

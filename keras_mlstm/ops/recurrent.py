@@ -17,7 +17,8 @@ from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import finish
 from keras_mlstm.ops.common import prepare
 from keras_mlstm.ops.common import read_out
-from keras_mlstm.ops.scan import scan
+from keras_mlstm.ops.compat import maximum
+from keras_mlstm.ops.compat import scan
 
 
 def step_core(q, k, v, log_input, log_forget, state, eps):
@@ -37,7 +38,7 @@ def step_core(q, k, v, log_input, log_forget, state, eps):
         ``(h, (C, n, m))`` with ``h`` of shape ``(B, NH, DV)``.
     """
     c_prev, n_prev, m_prev = state
-    m = ops.maximum(log_forget + m_prev, log_input)  # (B, NH)
+    m = maximum(log_forget + m_prev, log_input)  # (B, NH)
     decay = ops.exp(log_forget + m_prev - m)  # (B, NH)
     weight = ops.exp(log_input - m)  # (B, NH)
     weighted_k = ops.expand_dims(weight, -1) * k  # (B, NH, DK)

@@ -1,11 +1,18 @@
-"""A ``scan`` whose per-step outputs may differ in shape from its carry.
+"""Workarounds for two ``keras.ops`` backend bugs; the package's only
+backend switches.
 
-``keras.ops.scan`` follows ``jax.lax.scan``, but its TensorFlow
-implementation (Keras 3.8 to 3.15 at least) stores the per-step outputs in
-arrays shaped like the carry, so a step that carries a state ``(C, n, m)`` and
-emits an output ``h`` fails there. This module routes TensorFlow to a
-``tf.while_loop`` with one ``TensorArray`` per output and every other backend
-to ``keras.ops.scan``. It is the only backend switch in the package.
+- ``keras.ops.scan`` follows ``jax.lax.scan``, but its TensorFlow
+  implementation (Keras 3.8 to 3.15 at least) stores the per-step outputs in
+  arrays shaped like the carry, so a step that carries a state ``(C, n, m)``
+  and emits an output ``h`` fails there. ``scan`` routes TensorFlow to a
+  ``tf.while_loop`` with one ``TensorArray`` per output.
+- On PyTorch, ``keras.ops.cumsum``, ``maximum`` and ``matmul`` compute
+  float64 input in float32: their dtype goes through
+  ``keras.backend.result_type``, which maps 64-bit types to 32-bit on every
+  backend but TensorFlow. ``cumsum`` and ``maximum`` here call ``torch``
+  directly there; the math uses ``einsum`` (unaffected) for products.
+
+Every other backend goes straight to ``keras.ops``.
 """
 
 import keras
@@ -28,6 +35,24 @@ def scan(step, init, xs, outputs_like):
     if keras.backend.backend() != "tensorflow":
         return ops.scan(step, init, xs)
     return _tensorflow_scan(step, init, xs, outputs_like)
+
+
+def cumsum(x, axis):
+    """Cumulative sum along ``axis``, in the dtype of ``x``."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cumsum(x, dim=axis)
+    return ops.cumsum(x, axis=axis)
+
+
+def maximum(x, y):
+    """Elementwise maximum of two tensors of one dtype, in that dtype."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.maximum(x, y)
+    return ops.maximum(x, y)
 
 
 def _tensorflow_scan(step, init, xs, outputs_like):

@@ -1,0 +1,103 @@
+"""An independent float64 NumPy reference of the mLSTM step recurrence.
+
+Written from the equations of issue #2 / ``docs/math.md``, one time step at a
+time, sharing no code with ``keras_mlstm``:
+
+    lf_t = log_sigmoid(f~_t)            (or f~_t for the "exp" gate)
+    m_t  = max(lf_t + m_{t-1}, i~_t)
+    C_t  = exp(lf_t + m_{t-1} - m_t) C_{t-1} + exp(i~_t - m_t) k_t v_t^T
+    n_t  = exp(lf_t + m_{t-1} - m_t) n_{t-1} + exp(i~_t - m_t) k_t
+    h_t  = C_t^T q_t' / (max(|n_t^T q_t'|, exp(-m_t)) + eps),  q' = q/sqrt(DK)
+
+A masked step keeps the state and outputs zeros.
+
+With ``return_scale=True`` it also returns, per output entry, the scale of
+the terms summed to produce it:
+
+    scale_t = (|q_t'|^T A_t + |h_t| |q_t'|^T a_t) / (max(|n_t^T q_t'|,
+              exp(-m_t)) + eps)
+
+where ``A_t`` and ``a_t`` follow the recurrence of ``C_t`` and ``n_t`` with
+``|k|`` and ``|v|`` in place of ``k`` and ``v``. A sum of terms computed with
+unit rounding u is accurate to about ``u * T * scale_t``, whatever the
+cancellation inside it, so tests state float32 tolerances relative to it.
+"""
+
+import numpy as np
+
+
+def log_sigmoid(x):
+    return -np.logaddexp(0.0, -x)
+
+
+def mlstm_reference(
+    q,
+    k,
+    v,
+    input_gate,
+    forget_gate,
+    initial_state=None,
+    mask=None,
+    forget_gate_activation="sigmoid",
+    eps=1e-6,
+    return_scale=False,
+):
+    """Return ``h (B, NH, T, DV)`` and the final ``(C, n, m)``, in float64.
+
+    With ``return_scale``, also the ``(B, NH, T, DV)`` scale described above.
+    """
+    q, k, v, i, f = (
+        np.asarray(x, np.float64) for x in (q, k, v, input_gate, forget_gate)
+    )
+    batch, heads, length, dk = q.shape
+    dv = v.shape[-1]
+    if initial_state is None:
+        c = np.zeros((batch, heads, dk, dv))
+        n = np.zeros((batch, heads, dk))
+        m = np.zeros((batch, heads))
+    else:
+        c, n, m = (np.array(s, np.float64) for s in initial_state)
+    if forget_gate_activation == "sigmoid":
+        lf = log_sigmoid(f)
+    else:
+        lf = f
+    keep = np.ones((batch, length), bool) if mask is None else np.asarray(mask)
+    h = np.zeros((batch, heads, length, dv))
+    scale = np.zeros((batch, heads, length, dv))
+    c_abs, n_abs = np.abs(c), np.abs(n)
+    for t in range(length):
+        m_new = np.maximum(lf[:, :, t] + m, i[:, :, t])
+        decay = np.exp(lf[:, :, t] + m - m_new)
+        weight = np.exp(i[:, :, t] - m_new)
+        c_new = (
+            decay[..., None, None] * c
+            + weight[..., None, None]
+            * k[:, :, t, :, None]
+            * v[:, :, t, None, :]
+        )
+        n_new = decay[..., None] * n + weight[..., None] * k[:, :, t]
+        q_t = q[:, :, t] / np.sqrt(dk)
+        numerator = np.einsum("bhkv,bhk->bhv", c_new, q_t)
+        denominator = np.maximum(
+            np.abs(np.einsum("bhk,bhk->bh", n_new, q_t)), np.exp(-m_new)
+        )
+        h_t = numerator / (denominator + eps)[..., None]
+        c_abs_new = decay[..., None, None] * c_abs + weight[
+            ..., None, None
+        ] * np.abs(k[:, :, t, :, None] * v[:, :, t, None, :])
+        n_abs_new = decay[..., None] * n_abs + weight[..., None] * np.abs(
+            k[:, :, t]
+        )
+        scale_t = (
+            np.einsum("bhkv,bhk->bhv", c_abs_new, np.abs(q_t))
+            + np.abs(h_t)
+            * np.einsum("bhk,bhk->bh", n_abs_new, np.abs(q_t))[..., None]
+        ) / (denominator + eps)[..., None]
+        on = keep[:, t]
+        h[on, :, t] = h_t[on]
+        scale[on, :, t] = scale_t[on]
+        c[on], n[on], m[on] = c_new[on], n_new[on], m_new[on]
+        c_abs[on], n_abs[on] = c_abs_new[on], n_abs_new[on]
+    if return_scale:
+        return h, (c, n, m), scale
+    return h, (c, n, m)

@@ -1,0 +1,106 @@
+"""Helpers for the tests: inputs, comparisons and per-backend gradients."""
+
+import keras
+import numpy as np
+
+FORMS = ("parallel", "chunkwise", "recurrent")
+
+# Gate regimes: ``normal`` is a trained model's range (forget gate open,
+# input gate near zero), ``strong`` saturates both gates, ``exp`` uses the
+# exponential forget gate, whose log can be positive (the memory grows).
+REGIMES = ("normal", "strong", "exp")
+
+
+def make_inputs(rng, shape, regime="normal", dtype="float32"):
+    """Random ``q, k, v, input_gate, forget_gate`` for ``shape``.
+
+    ``shape`` is ``(B, NH, T, DK, DV)``. The arrays are rounded to ``dtype``
+    and returned as float64 NumPy arrays holding exactly those values, so the
+    float64 reference sees what the op sees.
+    """
+    batch, heads, length, dk, dv = shape
+    q = rng.normal(size=(batch, heads, length, dk))
+    k = rng.normal(size=(batch, heads, length, dk))
+    v = rng.normal(size=(batch, heads, length, dv))
+    gates = (batch, heads, length)
+    if regime == "normal":
+        i = rng.normal(size=gates)
+        f = rng.normal(size=gates) + 3.0
+    elif regime == "strong":
+        i = rng.uniform(-10.0, 10.0, size=gates)
+        f = rng.uniform(-10.0, 10.0, size=gates)
+    elif regime == "exp":
+        i = rng.normal(size=gates)
+        f = 0.1 * rng.normal(size=gates)
+    else:
+        raise ValueError(regime)
+    arrays = [q, k, v, i, f]
+    return [np.asarray(a.astype(dtype), np.float64) for a in arrays]
+
+
+def activation_of(regime):
+    return "exp" if regime == "exp" else "sigmoid"
+
+
+def make_state(rng, batch, heads, dk, dv):
+    """A nonzero state ``(C, n, m)``, as float64 arrays."""
+    return (
+        rng.normal(size=(batch, heads, dk, dv)),
+        rng.normal(size=(batch, heads, dk)),
+        rng.normal(size=(batch, heads)),
+    )
+
+
+def cast_all(arrays, dtype):
+    return [np.asarray(a, dtype) for a in arrays]
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def relative_error(actual, expected):
+    """``max |actual - expected| / max |expected|``."""
+    actual = np.asarray(to_numpy(actual), np.float64)
+    expected = np.asarray(expected, np.float64)
+    scale = np.max(np.abs(expected))
+    return np.max(np.abs(actual - expected)) / (scale if scale > 0 else 1.0)
+
+
+def scaled_error(actual, expected, scale):
+    """``max |actual - expected| / scale``, with ``scale`` from the
+    reference's ``return_scale``: the size of the terms summed per entry."""
+    actual = np.asarray(to_numpy(actual), np.float64)
+    return np.max(np.abs(actual - expected) / np.maximum(scale, 1e-300))
+
+
+def value_and_grad(fn, args):
+    """Value and gradients of scalar ``fn(*args)`` w.r.t. every argument.
+
+    ``args`` are NumPy arrays; the backend's own autodiff is used.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        value, grads = jax.value_and_grad(fn, argnums=tuple(range(len(args))))(
+            *[jax.numpy.asarray(a) for a in args]
+        )
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors)
+    elif backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in args]
+        value = fn(*tensors)
+        grads = torch.autograd.grad(value, tensors)
+        value = value.detach()
+    else:
+        raise ValueError(backend)
+    return to_numpy(value), [to_numpy(g) for g in grads]
