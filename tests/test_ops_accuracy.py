@@ -21,6 +21,7 @@ from utils import FORMS
 from utils import REGIMES
 from utils import activation_of
 from utils import cast_all
+from utils import compiled
 from utils import make_inputs
 from utils import make_state
 from utils import relative_error
@@ -57,14 +58,24 @@ def run_and_reference(
         forget_gate_activation=activation,
         return_scale=True,
     )
-    h, final = mlstm_ops.mlstm(
-        *cast_all(inputs, dtype),
-        initial_state=cast_all(state, dtype) if state else None,
-        mask=mask,
-        form=form,
-        chunk_size=chunk_size,
-        forget_gate_activation=activation,
-        return_state=True,
+
+    def run(q, k, v, i, f, state):
+        return mlstm_ops.mlstm(
+            q,
+            k,
+            v,
+            i,
+            f,
+            initial_state=state,
+            mask=mask,
+            form=form,
+            chunk_size=chunk_size,
+            forget_gate_activation=activation,
+            return_state=True,
+        )
+
+    h, final = compiled(run)(
+        *cast_all(inputs, dtype), cast_all(state, dtype) if state else None
     )
     return (h, final), (h_ref, state_ref, scale)
 
