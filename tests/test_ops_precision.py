@@ -14,9 +14,9 @@ float32, so these errors are all input and output rounding.
 import numpy as np
 import pytest
 from keras import ops
+from reference import mlstm_reference
 from utils import FORMS
 from utils import make_inputs
-from reference import mlstm_reference
 from utils import relative_error
 from utils import scaled_error
 from utils import to_numpy

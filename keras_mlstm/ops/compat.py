@@ -1,16 +1,22 @@
-"""Workarounds for two ``keras.ops`` backend bugs; the package's only
-backend switches.
+"""Workarounds for ``keras.ops`` backend bugs; the package's only backend
+switches. Each was found by a test in ``tests/`` that fails without it.
 
 - ``keras.ops.scan`` follows ``jax.lax.scan``, but its TensorFlow
   implementation (Keras 3.8 to 3.15 at least) stores the per-step outputs in
   arrays shaped like the carry, so a step that carries a state ``(C, n, m)``
   and emits an output ``h`` fails there. ``scan`` routes TensorFlow to a
-  ``tf.while_loop`` with one ``TensorArray`` per output.
+  ``tf.while_loop`` with one ``TensorArray`` per output. On PyTorch,
+  ``keras.ops.scan`` flattens its arguments with ``keras.tree``, which
+  ``torch.compile(fullgraph=True)`` cannot trace; ``scan`` runs the same
+  Python loop over plain tuples there.
 - On PyTorch, ``keras.ops.cumsum``, ``maximum`` and ``matmul`` compute
   float64 input in float32: their dtype goes through
   ``keras.backend.result_type``, which maps 64-bit types to 32-bit on every
   backend but TensorFlow. ``cumsum`` and ``maximum`` here call ``torch``
   directly there; the math uses ``einsum`` (unaffected) for products.
+- On PyTorch, ``keras.ops.max`` inspects its result with ``isinstance``,
+  which ``torch.compile(fullgraph=True)`` cannot trace; ``reduce_max`` calls
+  ``torch.amax``.
 
 Every other backend goes straight to ``keras.ops``.
 """
@@ -32,9 +38,12 @@ def scan(step, init, xs, outputs_like):
     Returns:
         ``(final_carry, ys)``, ``ys`` stacked along a new leading axis.
     """
-    if keras.backend.backend() != "tensorflow":
-        return ops.scan(step, init, xs)
-    return _tensorflow_scan(step, init, xs, outputs_like)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tensorflow_scan(step, init, xs, outputs_like)
+    if backend == "torch":
+        return _python_scan(step, init, xs)
+    return ops.scan(step, init, xs)
 
 
 def cumsum(x, axis):
@@ -53,6 +62,38 @@ def maximum(x, y):
 
         return torch.maximum(x, y)
     return ops.maximum(x, y)
+
+
+def reduce_max(x, axis):
+    """Maximum over ``axis`` (ties share the gradient, on every backend)."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.amax(x, dim=axis)
+    return ops.max(x, axis=axis)
+
+
+def _map_tuples(fn, *nests):
+    """``fn`` over the leaves of equally nested tuples."""
+    if isinstance(nests[0], tuple):
+        return tuple(
+            _map_tuples(fn, *parts) for parts in zip(*nests, strict=True)
+        )
+    return fn(*nests)
+
+
+def _first_leaf(nest):
+    return _first_leaf(nest[0]) if isinstance(nest, tuple) else nest
+
+
+def _python_scan(step, init, xs):
+    import torch
+
+    carry, ys = init, []
+    for index in range(_first_leaf(xs).shape[0]):
+        carry, y = step(carry, _map_tuples(lambda x: x[index], xs))
+        ys.append(y)
+    return carry, _map_tuples(lambda *y: torch.stack(y), *ys)
 
 
 def _tensorflow_scan(step, init, xs, outputs_like):
@@ -89,6 +130,7 @@ def _tensorflow_scan(step, init, xs, outputs_like):
         lambda index, *_: index < length,
         body,
         (0, init_flat, ys_arrays),
+        maximum_iterations=length,  # lets XLA differentiate the loop
     )
     ys = [a.stack() for a in ys_arrays]
     return (

@@ -26,6 +26,7 @@ from keras_mlstm.ops.common import NEG_LOG_WEIGHT
 from keras_mlstm.ops.common import read_out
 from keras_mlstm.ops.compat import cumsum
 from keras_mlstm.ops.compat import maximum
+from keras_mlstm.ops.compat import reduce_max
 
 
 def log_weights(log_input, log_forget):
@@ -72,7 +73,7 @@ def local_state(log_end_weights, k, v):
         ``(C, n, m)`` of shapes ``(..., DK, DV)``, ``(..., DK)``, ``(...)``,
         stabilised by their own ``m`` (``-1e30`` if no input is present).
     """
-    m = ops.max(log_end_weights, axis=-1)  # (...)
+    m = reduce_max(log_end_weights, axis=-1)  # (...)
     weight = ops.exp(log_end_weights - ops.expand_dims(m, -1))  # (..., T)
     weighted_k = k * ops.expand_dims(weight, -1)  # (..., T, DK)
     c = ops.einsum("...tk,...tv->...kv", weighted_k, v)  # (..., DK, DV)
@@ -119,7 +120,7 @@ def outputs(q, k, v, log_d, log_decay, state, eps):
     """
     c_prev, n_prev, m_prev = state
     log_carried = log_decay + ops.expand_dims(m_prev, -1)  # (..., T)
-    m = maximum(ops.max(log_d, axis=-1), log_carried)  # (..., T)
+    m = maximum(reduce_max(log_d, axis=-1), log_carried)  # (..., T)
     scores = ops.einsum("...tk,...sk->...ts", q, k)  # (..., T, T)
     weights = ops.exp(log_d - ops.expand_dims(m, -1)) * scores  # (..., T, T)
     carried = ops.exp(log_carried - m)  # (..., T)

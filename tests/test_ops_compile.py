@@ -1,0 +1,107 @@
+"""The forms compile whole: ``jax.jit``, ``tf.function(jit_compile=True)``
+(XLA) and ``torch.compile(fullgraph=True)`` (no graph breaks), and give the
+eager results.
+
+Tolerance: 1e-5 of the largest output, float32; compilers fuse and reorder
+float32 arithmetic.
+"""
+
+import keras
+import numpy as np
+import pytest
+from utils import FORMS
+from utils import make_inputs
+from utils import relative_error
+from utils import to_numpy
+from utils import value_and_grad
+
+from keras_mlstm import ops as mlstm_ops
+
+BACKEND = keras.backend.backend()
+
+
+def compile_whole(fn):
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import torch
+
+    return torch.compile(fn, fullgraph=True)
+
+
+def inputs_and_mask(length=100):
+    rng = np.random.default_rng(50)
+    inputs = make_inputs(rng, (2, 2, length, 8, 8), "normal", "float32")
+    mask = rng.random((2, length)) < 0.9
+    return [np.asarray(x, "float32") for x in inputs], mask
+
+
+# torch.compile takes ~10 s a form on this CPU; the chunkwise form, the
+# training path, uses every building block of the parallel form.
+FORMS_TO_COMPILE = FORMS if BACKEND != "torch" else ("chunkwise",)
+
+
+@pytest.mark.parametrize("form", FORMS_TO_COMPILE)
+def test_compiled_equals_eager(form):
+    arrays, mask = inputs_and_mask(100 if BACKEND != "torch" else 48)
+
+    def fn(q, k, v, i, f, mask):
+        return mlstm_ops.mlstm(
+            q,
+            k,
+            v,
+            i,
+            f,
+            mask=mask,
+            form=form,
+            chunk_size=16,
+            return_state=True,
+        )
+
+    tensors = [keras.ops.convert_to_tensor(a) for a in arrays + [mask]]
+    h, state = compile_whole(fn)(*tensors)
+    h_eager, state_eager = fn(*tensors)
+    assert relative_error(h, to_numpy(h_eager)) < 1e-5
+    for s, s_eager in zip(state, state_eager, strict=True):
+        assert relative_error(s, to_numpy(s_eager)) < 1e-5
+
+
+def test_compiled_gradients_equal_eager():
+    arrays, mask = inputs_and_mask(100 if BACKEND != "torch" else 48)
+    mask = keras.ops.convert_to_tensor(mask)
+
+    def loss(q, k, v, i, f):
+        h = mlstm_ops.mlstm(
+            q, k, v, i, f, mask=mask, form="chunkwise", chunk_size=16
+        )
+        return keras.ops.sum(h * h)
+
+    _, expected = value_and_grad(loss, arrays)
+    if BACKEND == "jax":
+        import jax
+
+        grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))(*arrays)
+    elif BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def grad_fn(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                value = loss(*tensors)
+            return tape.gradient(value, tensors)
+
+        grads = grad_fn(*[tf.constant(a) for a in arrays])
+    else:
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        value = torch.compile(loss, fullgraph=True)(*tensors)
+        grads = torch.autograd.grad(value, tensors)
+    for grad, grad_eager in zip(grads, expected, strict=True):
+        assert relative_error(grad, grad_eager) < 1e-4
