@@ -105,3 +105,39 @@ def test_compiled_gradients_equal_eager():
         grads = torch.autograd.grad(value, tensors)
     for grad, grad_eager in zip(grads, expected, strict=True):
         assert relative_error(grad, grad_eager) < 1e-4
+
+
+@pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="only TensorFlow traces with lengths unknown until run time",
+)
+@pytest.mark.parametrize("form", ["auto", "chunkwise", "parallel"])
+def test_tensorflow_unknown_batch_and_length(form):
+    """``tf.function`` with ``None`` batch and time axes, as Keras traces a
+    model: the chunkwise form pads and slices with run-time sizes."""
+    import tensorflow as tf
+
+    arrays, mask = inputs_and_mask(100)
+    specs = [
+        tf.TensorSpec((None, 2, None, 8)),
+        tf.TensorSpec((None, 2, None, 8)),
+        tf.TensorSpec((None, 2, None, 8)),
+        tf.TensorSpec((None, 2, None)),
+        tf.TensorSpec((None, 2, None)),
+        tf.TensorSpec((None, None), tf.bool),
+    ]
+
+    @tf.function(input_signature=specs)
+    def fn(q, k, v, i, f, mask):
+        return mlstm_ops.mlstm(
+            q, k, v, i, f, mask=mask, form=form, chunk_size=16
+        )
+
+    for length in (100, 37):
+        tensors = [a[:, :, :length] for a in arrays] + [mask[:, :length]]
+        h = fn(*tensors)
+        h_eager = mlstm_ops.mlstm(
+            *tensors[:5], mask=tensors[5], form="recurrent"
+        )
+        assert tuple(h.shape) == (2, 2, length, 8)
+        assert relative_error(h, to_numpy(h_eager)) < 1e-5

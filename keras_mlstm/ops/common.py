@@ -249,9 +249,14 @@ def prepare(
     dtype = state_dtype(output_dtype)
     q = ops.convert_to_tensor(q)
     dk = q.shape[-1]
-    # A Python float keeps full precision in any dtype; ops.cast of one
-    # would round it through float32 first on TensorFlow.
-    q = ops.cast(q, dtype) / dk**0.5
+    if dk is None:  # known only at run time (a traced, reshaped tensor)
+        dk = ops.shape(q)[-1]
+        root_dk = ops.sqrt(ops.cast(dk, dtype))
+    else:
+        # A Python float keeps full precision in any dtype; ops.cast of one
+        # would round it through float32 first on TensorFlow.
+        root_dk = dk**0.5
+    q = ops.cast(q, dtype) / root_dk
     k = ops.cast(ops.convert_to_tensor(k), dtype)
     v = ops.cast(ops.convert_to_tensor(v), dtype)
     log_input = ops.cast(ops.convert_to_tensor(input_gate), dtype)

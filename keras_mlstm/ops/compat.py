@@ -91,7 +91,7 @@ def _python_scan(step, init, xs):
 
     carry, ys = init, []
     for index in range(_first_leaf(xs).shape[0]):
-        carry, y = step(carry, _map_tuples(lambda x: x[index], xs))
+        carry, y = step(carry, _map_tuples(lambda x, i=index: x[i], xs))
         ys.append(y)
     return carry, _map_tuples(lambda *y: torch.stack(y), *ys)
 
