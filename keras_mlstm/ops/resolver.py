@@ -43,6 +43,9 @@ def resolve_form(form, sequence_length, chunk_size=64):
 
     >>> resolve_form("auto", 1000, chunk_size=64)
     'chunkwise'
+
+    References:
+        - ``docs/math.md``, sections 3 to 5: the forms and their costs.
     """
     if form not in FORMS + ("auto",):
         raise ValueError(
