@@ -3,11 +3,20 @@
 Runs on TensorFlow, JAX and PyTorch through ``keras.ops``.
 """
 
+from keras_mlstm import layers
 from keras_mlstm import ops
+from keras_mlstm.layers import MLSTM
 from keras_mlstm.ops import mlstm
 from keras_mlstm.ops import mlstm_step
 from keras_mlstm.ops import resolve_form
 
 __version__ = "0.1.0"
 
-__all__ = ["mlstm", "mlstm_step", "ops", "resolve_form"]
+__all__ = [
+    "MLSTM",
+    "layers",
+    "mlstm",
+    "mlstm_step",
+    "ops",
+    "resolve_form",
+]
