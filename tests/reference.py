@@ -101,3 +101,77 @@ def mlstm_reference(
     if return_scale:
         return h, (c, n, m), scale
     return h, (c, n, m)
+
+
+def mlstm_layer_reference(
+    x,
+    weights,
+    num_heads,
+    activation=None,
+    head_norm=True,
+    forget_gate_activation="sigmoid",
+    mask=None,
+    initial_state=None,
+    go_backwards=False,
+    return_sequences=False,
+    zero_output_for_mask=False,
+    head_norm_epsilon=1e-5,
+):
+    """The MLSTM layer in float64, from its documented equations.
+
+    ``weights`` maps the layer's weight names (``kernel``, ``bias``,
+    ``input_gate_kernel``, ``input_gate_bias``, ``forget_gate_kernel``,
+    ``forget_gate_bias``, ``head_norm_scale``) to arrays. Returns the output
+    and the final ``(C, n, m)``.
+    """
+    x = np.asarray(x, np.float64)
+    mask = None if mask is None else np.asarray(mask, bool)
+    if go_backwards:
+        x = x[:, ::-1]
+        mask = None if mask is None else mask[:, ::-1]
+    batch, length, _ = x.shape
+    w = {name: np.asarray(a, np.float64) for name, a in weights.items()}
+    projected = x @ w["kernel"]
+    if "bias" in w:
+        projected = projected + w["bias"]
+    units = projected.shape[-1] // 4
+    q, k, v, o = np.split(projected, 4, axis=-1)
+    size = units // num_heads
+
+    def heads(a):  # (B, T, U) -> (B, NH, T, DH)
+        return a.reshape(batch, length, num_heads, size).transpose(0, 2, 1, 3)
+
+    def gates(kind):  # (B, NH, T)
+        pre = x @ w[f"{kind}_gate_kernel"] + w[f"{kind}_gate_bias"]
+        return pre.transpose(0, 2, 1)
+
+    h, state = mlstm_reference(
+        heads(q),
+        heads(k),
+        heads(v),
+        gates("input"),
+        gates("forget"),
+        initial_state=initial_state,
+        mask=mask,
+        forget_gate_activation=forget_gate_activation,
+    )
+    if head_norm:
+        mean = h.mean(-1, keepdims=True)
+        var = ((h - mean) ** 2).mean(-1, keepdims=True)
+        h = (h - mean) / np.sqrt(var + head_norm_epsilon)
+        h = h * w["head_norm_scale"].reshape(num_heads, 1, size)
+    h = h.transpose(0, 2, 1, 3).reshape(batch, length, units)
+    if activation == "tanh":
+        h = np.tanh(h)
+    elif activation is not None:
+        raise ValueError(activation)
+    out = h / (1.0 + np.exp(-o))
+    if mask is not None:
+        for b in range(batch):
+            previous = np.zeros(units)
+            for t in range(length):
+                if mask[b, t]:
+                    previous = out[b, t]
+                else:
+                    out[b, t] = 0.0 if zero_output_for_mask else previous
+    return (out if return_sequences else out[:, -1]), state

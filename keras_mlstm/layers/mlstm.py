@@ -12,6 +12,7 @@ from keras import ops
 from keras_mlstm.ops.common import FORGET_GATE_ACTIVATIONS
 from keras_mlstm.ops.common import FORMS
 from keras_mlstm.ops.common import check_state
+from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.common import static_shape
 from keras_mlstm.ops.resolver import mlstm
 
@@ -194,7 +195,9 @@ class MLSTM(keras.layers.Layer):
         self.units = int(units)
         self.num_heads = int(num_heads)
         self.head_size = self.units // self.num_heads
-        self.activation = keras.activations.get(activation)
+        self.activation = (
+            None if activation is None else keras.activations.get(activation)
+        )
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -309,7 +312,7 @@ class MLSTM(keras.layers.Layer):
                     shape=shape,
                     initializer="zeros",
                     trainable=False,
-                    dtype="float32",
+                    dtype=state_dtype(self.compute_dtype),
                     autocast=False,
                 )
                 for name, shape in zip(
@@ -321,7 +324,9 @@ class MLSTM(keras.layers.Layer):
         inputs = sequences
         self._check_call(inputs, initial_state, mask)
         if self.stateful and initial_state is None:
-            initial_state = [ops.convert_to_tensor(s) for s in self.states]
+            # Copies: the variables are assigned below, in place on PyTorch,
+            # while the backward pass still needs the values read here.
+            initial_state = [ops.copy(s.value) for s in self.states]
         if mask is not None:
             mask = ops.cast(mask, "bool")
         if self.go_backwards:
@@ -338,15 +343,22 @@ class MLSTM(keras.layers.Layer):
                 seed=self.seed_generator,
             )
 
-        projected = ops.matmul(x, self.kernel)  # (B, T, 4 U)
+        # einsum rather than matmul: Keras's torch matmul computes float64
+        # in float32 (see ops/compat.py).
+        projected = ops.einsum("btd,du->btu", x, self.kernel)  # (B, T, 4 U)
         if self.use_bias:
             projected = projected + self.bias
         q, k, v, output_gate = ops.split(projected, 4, axis=-1)
-        x32 = ops.cast(x, "float32")
-        input_gate = ops.matmul(x32, self.input_gate_kernel)  # (B, T, NH)
-        input_gate = input_gate + self.input_gate_bias
-        forget_gate = ops.matmul(x32, self.forget_gate_kernel)  # (B, T, NH)
-        forget_gate = forget_gate + self.forget_gate_bias
+        dtype = state_dtype(self.compute_dtype)
+        x_gates = ops.cast(x, dtype)
+        input_gate = ops.einsum(
+            "btd,dh->bth", x_gates, ops.cast(self.input_gate_kernel, dtype)
+        )  # (B, T, NH)
+        input_gate = input_gate + ops.cast(self.input_gate_bias, dtype)
+        forget_gate = ops.einsum(
+            "btd,dh->bth", x_gates, ops.cast(self.forget_gate_kernel, dtype)
+        )  # (B, T, NH)
+        forget_gate = forget_gate + ops.cast(self.forget_gate_bias, dtype)
 
         h, state = mlstm(
             self._to_heads(q),
@@ -372,12 +384,14 @@ class MLSTM(keras.layers.Layer):
         if self.activation is not None:
             h = self.activation(h)
         outputs = ops.sigmoid(output_gate) * h  # (B, T, U)
-        outputs = self._apply_mask(outputs, mask)
 
         if self.stateful:
             for variable, value in zip(self.states, state, strict=True):
                 variable.assign(value)
-        output = outputs if self.return_sequences else outputs[:, -1]
+        if self.return_sequences:
+            output = self._mask_sequence(outputs, mask)
+        else:
+            output = self._last_output(outputs, mask)
         if self.return_state:
             return [output, *state]
         return output
@@ -399,7 +413,8 @@ class MLSTM(keras.layers.Layer):
         if not self.return_state:
             return keras.KerasTensor(shapes, dtype=self.compute_dtype)
         output = keras.KerasTensor(shapes[0], dtype=self.compute_dtype)
-        states = [keras.KerasTensor(s, dtype="float32") for s in shapes[1:]]
+        dtype = state_dtype(self.compute_dtype)
+        states = [keras.KerasTensor(s, dtype=dtype) for s in shapes[1:]]
         return [output, *states]
 
     def compute_mask(self, inputs, mask=None):
@@ -455,7 +470,7 @@ class MLSTM(keras.layers.Layer):
         """Zero the carried state of a stateful layer."""
         if self.states is not None:
             for variable in self.states:
-                variable.assign(ops.zeros_like(variable))
+                variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def reset_states(self):
         """Alias of ``reset_state``, as Keras's recurrent layers have."""
@@ -477,16 +492,26 @@ class MLSTM(keras.layers.Layer):
 
     def _normalize_heads(self, h):
         """Layer norm over each head's DH features, learnable scale."""
-        h = ops.cast(h, "float32")  # (B, NH, T, DH)
-        mean = ops.mean(h, axis=-1, keepdims=True)
-        variance = ops.mean(ops.square(h - mean), axis=-1, keepdims=True)
-        h = (h - mean) * ops.rsqrt(variance + HEAD_NORM_EPSILON)
+        dtype = state_dtype(self.compute_dtype)
+        h = ops.cast(h, dtype)  # (B, NH, T, DH)
+        # Sums, not ops.mean: Keras's mean computes float64 in float32 on JAX
+        # and PyTorch.
+        mean = ops.sum(h, axis=-1, keepdims=True) / self.head_size
+        centered = h - mean
+        variance = (
+            ops.sum(ops.square(centered), axis=-1, keepdims=True)
+            / self.head_size
+        )
+        # sqrt and divide, not rsqrt: XLA's float64 rsqrt on CPU is only
+        # accurate to ~1e-8.
+        h = centered / ops.sqrt(variance + HEAD_NORM_EPSILON)
         scale = ops.reshape(
-            self.head_norm_scale, (self.num_heads, 1, self.head_size)
+            ops.cast(self.head_norm_scale, dtype),
+            (self.num_heads, 1, self.head_size),
         )
         return h * scale
 
-    def _apply_mask(self, outputs, mask):
+    def _mask_sequence(self, outputs, mask):
         """Masked steps output zeros, or repeat the last unmasked output
         (zeros before the first), as ``keras.layers.RNN``."""
         if mask is None:
@@ -503,6 +528,21 @@ class MLSTM(keras.layers.Layer):
         )  # (B, T, U)
         seen = ops.expand_dims(last >= 0, -1)
         return ops.where(seen, gathered, ops.zeros_like(outputs))
+
+    def _last_output(self, outputs, mask):
+        """The output at each sequence's last unmasked step (zeros for a
+        fully masked sequence)."""
+        if mask is None:
+            return outputs[:, -1]
+        length = ops.shape(mask)[1]
+        steps = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+        last = ops.max(
+            ops.where(mask, steps, -ops.ones_like(steps)), axis=1
+        )  # (B,)
+        index = ops.reshape(ops.maximum(last, 0), (-1, 1, 1))
+        output = ops.take_along_axis(outputs, index, axis=1)[:, 0]  # (B, U)
+        seen = ops.expand_dims(last >= 0, -1)
+        return ops.where(seen, output, ops.zeros_like(output))
 
     def _check_call(self, inputs, initial_state, mask):
         """Raise ValueError on malformed inputs, before any computation."""
@@ -553,4 +593,6 @@ class MLSTM(keras.layers.Layer):
                     "`initial_state` must be the list [C, n, m]; received "
                     f"{type(initial_state)}."
                 )
-            check_state(tuple(initial_state), dims, "float32")
+            check_state(
+                tuple(initial_state), dims, state_dtype(self.compute_dtype)
+            )
