@@ -1,9 +1,9 @@
 """Train a small character-level mLSTM language model and sample from it.
 
 The data is ``examples/data/lighthouse.txt``, shipped with the repository.
-The model is built on ``keras_mlstm.ops.mlstm``: training runs the parallel /
-chunkwise forms over whole windows, and generation feeds one character at a
-time, carrying the mLSTM state (the recurrent form, O(1) work per token).
+The model stacks two ``keras_mlstm.MLSTM`` layers: training runs them over
+whole windows (the chunkwise form), and generation feeds one character at a
+time, carrying the layers' states (the recurrent form, O(1) work per token).
 
 Run: ``python examples/demo.py`` (any backend; JAX unless KERAS_BACKEND says
 otherwise). Prints the loss per epoch against a unigram baseline, the
@@ -19,70 +19,36 @@ import numpy as np  # noqa: E402
 from keras import layers  # noqa: E402
 from keras import ops  # noqa: E402
 
-from keras_mlstm import mlstm  # noqa: E402
+from keras_mlstm import MLSTM  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "lighthouse.txt")
 WINDOW = 64
 
 
-class MLSTMBlock(layers.Layer):
-    """Pre-norm residual block: projections, the mLSTM op, output gate."""
-
-    def __init__(self, units, num_heads, **kwargs):
-        super().__init__(**kwargs)
-        self.units = units
-        self.num_heads = num_heads
-        self.norm = layers.LayerNormalization()
-        self.qkv = layers.Dense(3 * units, use_bias=False)
-        self.gates = layers.Dense(
-            2 * num_heads,
-            bias_initializer=keras.initializers.Constant(
-                [0.0] * num_heads + [3.0] * num_heads  # forget gate open
-            ),
-        )
-        self.output_gate = layers.Dense(units, activation="sigmoid")
-        self.out = layers.Dense(units)
-
-    def heads(self, x):  # (B, T, units) -> (B, NH, T, units / NH)
-        batch, length = ops.shape(x)[0], ops.shape(x)[1]
-        head_size = self.units // self.num_heads
-        x = ops.reshape(x, (batch, length, self.num_heads, head_size))
-        return ops.transpose(x, (0, 2, 1, 3))
-
-    def call(self, x, state=None):
-        y = self.norm(x)
-        q, k, v = ops.split(self.qkv(y), 3, axis=-1)
-        gates = ops.transpose(self.gates(y), (0, 2, 1))  # (B, 2 NH, T)
-        input_gate, forget_gate = ops.split(gates, 2, axis=1)
-        h, state = mlstm(
-            self.heads(q),
-            self.heads(k),
-            self.heads(v),
-            input_gate,
-            forget_gate,
-            initial_state=state,
-            return_state=True,
-        )
-        h = ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(x))
-        return x + self.out(self.output_gate(y) * h), state
-
-
 class CharModel(keras.Model):
-    def __init__(self, vocab_size, units=96, num_heads=4, **kwargs):
+    """Embedding, two stacked MLSTM layers, and a softmax head.
+
+    ``call`` can carry the layers' states, so that generation feeds one
+    character at a time.
+    """
+
+    def __init__(self, vocab_size, units=128, **kwargs):
         super().__init__(**kwargs)
-        self.embed = layers.Embedding(vocab_size, units)
-        self.blocks = [MLSTMBlock(units, num_heads) for _ in range(2)]
-        self.norm = layers.LayerNormalization()
+        self.embed = layers.Embedding(vocab_size, 64)
+        self.rnns = [
+            MLSTM(units, return_sequences=True, return_state=True)
+            for _ in range(2)
+        ]
         self.head = layers.Dense(vocab_size)
 
     def call(self, tokens, states=None, return_states=False):
         x = self.embed(tokens)
-        states = states or [None] * len(self.blocks)
+        states = states or [None] * len(self.rnns)
         new_states = []
-        for block, state in zip(self.blocks, states, strict=True):
-            x, state = block(x, state)
+        for rnn, state in zip(self.rnns, states, strict=True):
+            x, *state = rnn(x, initial_state=state)
             new_states.append(state)
-        logits = self.head(self.norm(x))
+        logits = self.head(x)
         return (logits, new_states) if return_states else logits
 
 
