@@ -1,6 +1,7 @@
 """Layer conformance in the style of Keras's ``run_layer_test``."""
 
 import keras
+import numpy as np
 import pytest
 from layer_test_utils import run_layer_test
 
@@ -115,3 +116,44 @@ def test_functional_subclassed_and_time_distributed():
     # TimeDistributed over an extra leading axis: (B, 3, T, D) -> (B, 3, 8).
     wrapped = keras.layers.TimeDistributed(MLSTM(8))
     assert tuple(wrapped(keras.ops.ones((B, 3, T, D))).shape) == (B, 3, 8)
+
+
+def test_compute_mask_follows_keras_rnn():
+    mask = keras.ops.convert_to_tensor([[True, True, False]])
+    x = keras.ops.ones((1, 3, D))
+    assert MLSTM(4).compute_mask(x, mask) is None
+    assert MLSTM(4, return_sequences=True).compute_mask(x, mask) is mask
+    assert MLSTM(4, return_state=True).compute_mask(x, mask) == [
+        None,
+        None,
+        None,
+        None,
+    ]
+    with_state = MLSTM(4, return_sequences=True, return_state=True)
+    assert with_state.compute_mask(x, mask)[0] is mask
+
+
+def test_initialization_follows_the_official_code():
+    layer = MLSTM(32, num_heads=4)
+    layer.build((None, None, D))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.forget_gate_bias),
+        np.linspace(3.0, 6.0, 4),
+        rtol=1e-6,
+    )
+    assert np.all(keras.ops.convert_to_numpy(layer.input_gate_bias) == 0.0)
+    small = keras.ops.convert_to_numpy(layer.input_gate_kernel)
+    assert 0.0 < np.std(small) < 0.05
+    scale = keras.ops.convert_to_numpy(layer.head_norm_scale)
+    assert np.all(scale == 1.0)
+
+
+def test_dropout_only_in_training():
+    layer = MLSTM(8, dropout=0.5, seed=3)
+    x = np.random.default_rng(0).normal(size=(B, T, D)).astype("float32")
+    inference = keras.ops.convert_to_numpy(layer(x, training=False))
+    np.testing.assert_array_equal(
+        inference, keras.ops.convert_to_numpy(layer(x))
+    )
+    training = keras.ops.convert_to_numpy(layer(x, training=True))
+    assert not np.allclose(training, inference)
