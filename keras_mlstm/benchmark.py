@@ -1,0 +1,363 @@
+"""Benchmark keras_mlstm on the current Keras backend, CPU or GPU.
+
+Run ``python -m keras_mlstm.benchmark --help``. Suites:
+
+- ``ops``: each form of ``keras_mlstm.ops.mlstm``, forward and
+  forward+backward, over sequence lengths (parallel only up to
+  ``--parallel-max``).
+- ``peer``: the same shapes through the official ``mlstm_kernels`` package's
+  pure-PyTorch kernels (``chunkwise--native_autograd``,
+  ``parallel--native_autograd``), when it is installed
+  (``pip install --no-deps mlstm_kernels einops``), timed in the same run,
+  interleaved with ours, reported as ours / theirs.
+- ``layer``: a training step (forward, backward, optimizer update) of
+  ``MLSTM(units)``, ``keras.layers.LSTM(units)`` and a causal
+  ``keras.layers.MultiHeadAttention`` of the same width, on the same data,
+  as tokens per second.
+
+Timing: compiled functions where the backend compiles (``jax.jit``,
+``tf.function(jit_compile=True)``; PyTorch runs eagerly); the first call
+(compilation and warm-up) is reported separately; then the median of
+``--repeats`` calls. Contestants of one row are interleaved call by call, so
+drift on a shared machine affects them alike. Prints a table and writes
+JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import keras
+import numpy as np
+
+from keras_mlstm.layers.mlstm import MLSTM
+from keras_mlstm.ops.resolver import mlstm
+
+BACKEND = keras.backend.backend()
+
+
+def _block(value):
+    """Wait for the device to finish computing ``value``."""
+    if BACKEND == "jax":
+        import jax
+
+        jax.block_until_ready(value)
+    elif BACKEND == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    else:
+        keras.tree.map_structure(
+            lambda x: x.numpy() if hasattr(x, "numpy") else x, value
+        )
+    return value
+
+
+def compile_forward(fn):
+    """``fn`` compiled where the backend compiles."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    return fn
+
+
+def compile_gradient(loss):
+    """A function returning the gradients of scalar ``loss`` w.r.t. all its
+    arguments, compiled where the backend compiles."""
+    if BACKEND == "jax":
+        import jax
+
+        return jax.jit(jax.grad(loss, argnums=tuple(range(5))))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def gradient(*args):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                value = loss(*args)
+            return tape.gradient(value, args)
+
+        return gradient
+    import torch
+
+    def gradient(*args):
+        args = [a.detach().requires_grad_() for a in args]
+        return torch.autograd.grad(loss(*args), args)
+
+    return gradient
+
+
+def time_interleaved(contestants, repeats):
+    """Median seconds per call of each ``name -> thunk``, interleaved."""
+    first = {}
+    for name, thunk in contestants.items():
+        start = time.perf_counter()
+        _block(thunk())
+        first[name] = time.perf_counter() - start
+    samples = {name: [] for name in contestants}
+    for _ in range(repeats):
+        for name, thunk in contestants.items():
+            start = time.perf_counter()
+            _block(thunk())
+            samples[name].append(time.perf_counter() - start)
+    return {
+        name: {"median_s": statistics.median(s), "first_call_s": first[name]}
+        for name, s in samples.items()
+    }
+
+
+def random_arrays(batch, heads, length, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = [rng.normal(size=(batch, heads, length, dim)) for _ in range(3)]
+    arrays += [
+        rng.normal(size=(batch, heads, length)),
+        rng.normal(size=(batch, heads, length)) + 3.0,
+    ]
+    return [a.astype("float32") for a in arrays]
+
+
+def ours(form, chunk_size):
+    def forward(q, k, v, i, f):
+        return mlstm(q, k, v, i, f, form=form, chunk_size=chunk_size)
+
+    def loss(q, k, v, i, f):
+        return keras.ops.sum(forward(q, k, v, i, f))
+
+    return compile_forward(forward), compile_gradient(loss)
+
+
+def official(name, chunk_size):
+    """The official PyTorch kernel ``name`` as ``(forward, gradient)``
+    functions of torch tensors, or None when ``mlstm_kernels`` is not
+    installed. It runs beside any Keras backend, on the CPU."""
+    try:
+        import torch
+        from mlstm_kernels.torch import get_mlstm_kernel
+    except ImportError:
+        return None
+    kernel = get_mlstm_kernel(name)
+
+    def forward(q, k, v, i, f):
+        with torch.no_grad():
+            return kernel(q, k, v, i, f, chunk_size=chunk_size)
+
+    def gradient(q, k, v, i, f):
+        args = [a.detach().requires_grad_() for a in (q, k, v, i, f)]
+        value = kernel(*args, chunk_size=chunk_size).sum()
+        return torch.autograd.grad(value, args)
+
+    return forward, gradient
+
+
+def call_with(fn, inputs):
+    return lambda: fn(*inputs)
+
+
+def suite_ops(args, with_peer):
+    rows = []
+    for length in args.lengths:
+        arrays = random_arrays(args.batch, args.heads, length, args.dim)
+        inputs = [keras.ops.convert_to_tensor(a) for a in arrays]
+        for form in ("chunkwise", "parallel", "recurrent"):
+            if form == "parallel" and length > args.parallel_max:
+                continue
+            if form == "recurrent" and length > args.recurrent_max:
+                continue
+            forward, gradient = ours(form, args.chunk_size)
+            contestants = {
+                "ours_fw": call_with(forward, inputs),
+                "ours_fwbw": call_with(gradient, inputs),
+            }
+            peer = None
+            # The official kernels need T to be a multiple of the chunk size.
+            if (
+                with_peer
+                and form in ("chunkwise", "parallel")
+                and length % args.chunk_size == 0
+            ):
+                peer = official(f"{form}--native_autograd", args.chunk_size)
+            if peer is not None:
+                import torch
+
+                peer_inputs = [torch.from_numpy(a) for a in arrays]
+                contestants["official_fw"] = call_with(peer[0], peer_inputs)
+                contestants["official_fwbw"] = call_with(peer[1], peer_inputs)
+            result = time_interleaved(contestants, args.repeats)
+            row = {"suite": "peer" if peer else "ops", "form": form}
+            row.update(length=length, batch=args.batch, heads=args.heads)
+            row.update(dim=args.dim, chunk_size=args.chunk_size)
+            row.update(result)
+            if peer is not None:
+                for kind in ("fw", "fwbw"):
+                    row[f"ratio_{kind}"] = (
+                        result[f"ours_{kind}"]["median_s"]
+                        / result[f"official_{kind}"]["median_s"]
+                    )
+            rows.append(row)
+            print(format_row(row), flush=True)
+    return rows
+
+
+def layer_models(kind, units, length, features):
+    inputs = keras.Input((length, features))
+    if kind == "MLSTM":
+        x = MLSTM(units, return_sequences=True)(inputs)
+    elif kind == "LSTM":
+        x = keras.layers.LSTM(units, return_sequences=True)(inputs)
+    else:
+        heads = 4 if units % 4 == 0 else 1
+        x = keras.layers.MultiHeadAttention(heads, units // heads)(
+            inputs, inputs, use_causal_mask=True
+        )
+    model = keras.Model(inputs, keras.layers.Dense(features)(x))
+    model.compile(optimizer="adam", loss="mse", jit_compile=BACKEND != "torch")
+    return model
+
+
+def suite_layer(args):
+    rows = []
+    rng = np.random.default_rng(0)
+    length, units = args.layer_length, args.units
+    x = rng.normal(size=(args.layer_batch, length, units)).astype("float32")
+    y = rng.normal(size=x.shape).astype("float32")
+    contestants = {}
+    for kind in ("MLSTM", "LSTM", "MultiHeadAttention"):
+        model = layer_models(kind, units, length, units)
+        contestants[kind] = call_with(model.train_on_batch, (x, y))
+    result = time_interleaved(contestants, args.repeats)
+    tokens = args.layer_batch * length
+    row = {"suite": "layer", "units": units, "length": length}
+    row["batch"] = args.layer_batch
+    for kind, timing in result.items():
+        row[kind] = dict(timing, tokens_per_s=tokens / timing["median_s"])
+    for kind in ("LSTM", "MultiHeadAttention"):
+        row[f"speedup_vs_{kind}"] = (
+            result[kind]["median_s"] / result["MLSTM"]["median_s"]
+        )
+    rows.append(row)
+    print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(row):
+    if row["suite"] in ("ops", "peer"):
+        text = (
+            f"{row['suite']:5s} {row['form']:9s} T={row['length']:6d} "
+            f"fw {1e3 * row['ours_fw']['median_s']:9.2f} ms  "
+            f"fw+bw {1e3 * row['ours_fwbw']['median_s']:9.2f} ms"
+        )
+        if "ratio_fwbw" in row:
+            text += (
+                f"  | official fw {1e3 * row['official_fw']['median_s']:9.2f}"
+                f" ms fw+bw {1e3 * row['official_fwbw']['median_s']:9.2f} ms"
+                f"  ours/official fw {row['ratio_fw']:.2f}"
+                f" fw+bw {row['ratio_fwbw']:.2f}"
+            )
+        return text
+    parts = [f"layer U={row['units']} T={row['length']} B={row['batch']}"]
+    for kind in ("MLSTM", "LSTM", "MultiHeadAttention"):
+        parts.append(f"{kind} {row[kind]['tokens_per_s']:,.0f} tok/s")
+    parts.append(f"MLSTM/LSTM speed {row['speedup_vs_LSTM']:.1f}x")
+    return "  ".join(parts)
+
+
+def markdown(rows):
+    """The rows as the Markdown tables of ``docs/benchmarks.md``."""
+    lines = []
+    ops_rows = [r for r in rows if r["suite"] in ("ops", "peer")]
+    if ops_rows:
+        lines.append(
+            "| form | T | ours fw (ms) | ours fw+bw (ms) | official fw (ms) "
+            "| official fw+bw (ms) | ratio fw | ratio fw+bw |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for r in ops_rows:
+            cells = [
+                r["form"],
+                str(r["length"]),
+                f"{1e3 * r['ours_fw']['median_s']:.1f}",
+                f"{1e3 * r['ours_fwbw']['median_s']:.1f}",
+            ]
+            if "ratio_fw" in r:
+                cells += [
+                    f"{1e3 * r['official_fw']['median_s']:.1f}",
+                    f"{1e3 * r['official_fwbw']['median_s']:.1f}",
+                    f"{r['ratio_fw']:.2f}",
+                    f"{r['ratio_fwbw']:.2f}",
+                ]
+            else:
+                cells += ["-"] * 4
+            lines.append("| " + " | ".join(cells) + " |")
+    for r in rows:
+        if r["suite"] == "layer":
+            lines.append(
+                f"| {BACKEND} | {r['MLSTM']['tokens_per_s']:,.0f} | "
+                f"{r['LSTM']['tokens_per_s']:,.0f} | "
+                f"{r['MultiHeadAttention']['tokens_per_s']:,.0f} | "
+                f"{r['speedup_vs_LSTM']:.1f}x |"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_mlstm.benchmark",
+        description=__doc__.split("\n")[0],
+    )
+    parser.add_argument(
+        "--suite",
+        nargs="+",
+        default=["ops", "peer", "layer"],
+        choices=["ops", "peer", "layer"],
+    )
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384]
+    )
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--chunk-size", type=int, default=64)
+    parser.add_argument("--parallel-max", type=int, default=4096)
+    parser.add_argument("--recurrent-max", type=int, default=1024)
+    parser.add_argument("--units", type=int, default=512)
+    parser.add_argument("--layer-length", type=int, default=1024)
+    parser.add_argument("--layer-batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="benchmark.json")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print(
+        f"keras_mlstm benchmark: backend {BACKEND}, keras {keras.__version__},"
+        f" {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs"
+    )
+    rows = []
+    if "ops" in args.suite or "peer" in args.suite:
+        rows += suite_ops(args, with_peer="peer" in args.suite)
+    if "layer" in args.suite:
+        rows += suite_layer(args)
+    report = {"backend": BACKEND, "keras": keras.__version__}
+    report.update(machine=platform.machine(), cpus=os.cpu_count())
+    report.update(args=vars(args), rows=rows)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(markdown(rows))
+    print(f"wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
