@@ -14,6 +14,9 @@ Run ``python -m keras_mlstm.benchmark --help``. Suites:
   ``MLSTM(units)``, ``keras.layers.LSTM(units)`` and a causal
   ``keras.layers.MultiHeadAttention`` of the same width, on the same data,
   as tokens per second.
+- ``decode``: per-token latency of step-by-step generation through a stack
+  of MLSTM layers after prefilling contexts of growing length (it must stay
+  flat: the state is O(1)).
 
 Timing: compiled functions where the backend compiles (``jax.jit``,
 ``tf.function(jit_compile=True)``; PyTorch runs eagerly); the first call
@@ -249,7 +252,60 @@ def suite_layer(args):
     return rows
 
 
+def suite_decode(args):
+    """Per-token latency of step-by-step generation after a prefill of
+    ``context`` tokens: the state is O(1), so it must not grow with it."""
+    rng = np.random.default_rng(0)
+    units = args.decode_units
+    stack = [
+        MLSTM(units, return_sequences=True, return_state=True)
+        for _ in range(args.decode_layers)
+    ]
+
+    def run(x, states):
+        new_states = []
+        for layer, state in zip(stack, states, strict=True):
+            x, *state = layer(x, initial_state=state)
+            new_states.append(state)
+        return x, new_states
+
+    step = compile_forward(run)
+    rows = []
+    for context in args.contexts:
+        prompt = rng.normal(size=(1, context, units)).astype("float32")
+        start = time.perf_counter()
+        x, states = prompt, [None] * len(stack)
+        _, states = run(keras.ops.convert_to_tensor(x), states)
+        _block(states)
+        prefill = time.perf_counter() - start
+        token = keras.ops.convert_to_tensor(
+            rng.normal(size=(1, 1, units)).astype("float32")
+        )
+        _block(step(token, states))  # compile / warm up
+        samples = []
+        for _ in range(args.decode_steps):
+            begin = time.perf_counter()
+            _, states = step(token, states)
+            _block(states)
+            samples.append(time.perf_counter() - begin)
+        row = {"suite": "decode", "context": context, "units": units}
+        row.update(layers=args.decode_layers, prefill_s=prefill)
+        row["per_token_s"] = statistics.median(samples)
+        rows.append(row)
+        print(format_row(row), flush=True)
+    base = rows[0]["per_token_s"]
+    for row in rows:
+        row["ratio_to_shortest"] = row["per_token_s"] / base
+    return rows
+
+
 def format_row(row):
+    if row["suite"] == "decode":
+        return (
+            f"decode context={row['context']:6d} per token "
+            f"{1e3 * row['per_token_s']:8.3f} ms  prefill "
+            f"{row['prefill_s']:7.2f} s"
+        )
     if row["suite"] in ("ops", "peer"):
         text = (
             f"{row['suite']:5s} {row['form']:9s} T={row['length']:6d} "
@@ -299,6 +355,12 @@ def markdown(rows):
                 cells += ["-"] * 4
             lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
+        if r["suite"] == "decode":
+            lines.append(
+                f"| {BACKEND} | {r['context']} | "
+                f"{1e3 * r['per_token_s']:.3f} | "
+                f"{r['ratio_to_shortest']:.2f} |"
+            )
         if r["suite"] == "layer":
             lines.append(
                 f"| {BACKEND} | {r['MLSTM']['tokens_per_s']:,.0f} | "
@@ -318,7 +380,7 @@ def parse_args(argv=None):
         "--suite",
         nargs="+",
         default=["ops", "peer", "layer"],
-        choices=["ops", "peer", "layer"],
+        choices=["ops", "peer", "layer", "decode"],
     )
     parser.add_argument(
         "--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384]
@@ -332,6 +394,12 @@ def parse_args(argv=None):
     parser.add_argument("--units", type=int, default=512)
     parser.add_argument("--layer-length", type=int, default=1024)
     parser.add_argument("--layer-batch", type=int, default=4)
+    parser.add_argument(
+        "--contexts", type=int, nargs="+", default=[16, 256, 4096, 16384]
+    )
+    parser.add_argument("--decode-units", type=int, default=256)
+    parser.add_argument("--decode-layers", type=int, default=2)
+    parser.add_argument("--decode-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="benchmark.json")
     return parser.parse_args(argv)
@@ -349,6 +417,8 @@ def main(argv=None):
         rows += suite_ops(args, with_peer="peer" in args.suite)
     if "layer" in args.suite:
         rows += suite_layer(args)
+    if "decode" in args.suite:
+        rows += suite_decode(args)
     report = {"backend": BACKEND, "keras": keras.__version__}
     report.update(machine=platform.machine(), cpus=os.cpu_count())
     report.update(args=vars(args), rows=rows)

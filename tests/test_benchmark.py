@@ -29,6 +29,18 @@ def test_benchmark_runs_and_writes_json(tmp_path):
             "2",
             "--repeats",
             "1",
+            "--suite",
+            "ops",
+            "peer",
+            "layer",
+            "decode",
+            "--contexts",
+            "4",
+            "9",
+            "--decode-units",
+            "16",
+            "--decode-steps",
+            "2",
             "--out",
             str(out),
         ]
@@ -43,6 +55,9 @@ def test_benchmark_runs_and_writes_json(tmp_path):
             assert row["ours_fwbw"]["median_s"] > 0
             if row["suite"] == "peer":
                 assert row["ratio_fwbw"] > 0
+    decode = [row for row in saved["rows"] if row["suite"] == "decode"]
+    assert [row["context"] for row in decode] == [4, 9]
+    assert all(row["per_token_s"] > 0 for row in decode)
     layer = [row for row in saved["rows"] if row["suite"] == "layer"][0]
     for kind in ("MLSTM", "LSTM", "MultiHeadAttention"):
         assert layer[kind]["tokens_per_s"] > 0
