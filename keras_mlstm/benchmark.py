@@ -17,6 +17,9 @@ Run ``python -m keras_mlstm.benchmark --help``. Suites:
 - ``decode``: per-token latency of step-by-step generation through a stack
   of MLSTM layers after prefilling contexts of growing length (it must stay
   flat: the state is O(1)).
+- ``flops``: achieved FLOP/s of an ``MLSTM`` training step (FLOPs counted
+  analytically, see ``training_step_flops``) against the machine's measured
+  float32 matrix-multiply rate.
 
 Timing: compiled functions where the backend compiles (``jax.jit``,
 ``tf.function(jit_compile=True)``; PyTorch runs eagerly); the first call
@@ -299,7 +302,63 @@ def suite_decode(args):
     return rows
 
 
+def training_step_flops(batch, length, features, units, heads, chunk_size):
+    """Multiply-adds x 2 of one MLSTM + Dense training step, counted
+    analytically; the backward pass is counted as twice the forward.
+
+    Forward, per step of the sequence (DH = units / heads, L = chunk size):
+    projections 2 D (4 U + 2 NH); chunkwise mLSTM per head 4 L DH (the
+    in-chunk scores and their product with V) + 4 DH^2 (the chunk states
+    and the read-out of the carried state); output layer 2 U D.
+    Elementwise work (gates, exponentials, norms) is not counted.
+    """
+    size = units // heads
+    per_token = 2 * features * (4 * units + 2 * heads)
+    per_token += heads * (4 * chunk_size * size + 4 * size * size)
+    per_token += 2 * units * features
+    return 3 * batch * length * per_token
+
+
+def suite_flops(args):
+    """Achieved FLOP/s of the layer training step against the machine's
+    measured float32 matrix-multiply rate."""
+    size = args.matmul_size
+    rng = np.random.default_rng(0)
+    a = keras.ops.convert_to_tensor(
+        rng.normal(size=(size, size)).astype("float32")
+    )
+    matmul = compile_forward(lambda x, y: keras.ops.matmul(x, y))
+    peak = time_interleaved({"matmul": call_with(matmul, (a, a))}, 5)
+    peak_rate = 2 * size**3 / peak["matmul"]["median_s"]
+
+    batch, length, units = args.layer_batch, args.flops_length, args.flops_units
+    x = rng.normal(size=(batch, length, units)).astype("float32")
+    model = layer_models("MLSTM", units, length, units)
+    layer = model.layers[1]
+    step = time_interleaved(
+        {"MLSTM": call_with(model.train_on_batch, (x, x))}, args.repeats
+    )
+    flops = training_step_flops(
+        batch, length, units, units, layer.num_heads, layer.chunk_size
+    )
+    rate = flops / step["MLSTM"]["median_s"]
+    row = {"suite": "flops", "units": units, "length": length}
+    row.update(batch=batch, step_flops=flops, step=step["MLSTM"])
+    row.update(matmul_size=size, matmul_flops_per_s=peak_rate)
+    row.update(achieved_flops_per_s=rate, fraction_of_matmul=rate / peak_rate)
+    print(format_row(row), flush=True)
+    return [row]
+
+
 def format_row(row):
+    if row["suite"] == "flops":
+        return (
+            f"flops U={row['units']} T={row['length']} B={row['batch']}: "
+            f"{row['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s = "
+            f"{100 * row['fraction_of_matmul']:.0f}% of the measured "
+            f"float32 matmul rate ({row['matmul_flops_per_s'] / 1e9:.1f} "
+            f"GFLOP/s at {row['matmul_size']}^3)"
+        )
     if row["suite"] == "decode":
         return (
             f"decode context={row['context']:6d} per token "
@@ -380,7 +439,7 @@ def parse_args(argv=None):
         "--suite",
         nargs="+",
         default=["ops", "peer", "layer"],
-        choices=["ops", "peer", "layer", "decode"],
+        choices=["ops", "peer", "layer", "decode", "flops"],
     )
     parser.add_argument(
         "--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384]
@@ -398,6 +457,9 @@ def parse_args(argv=None):
         "--contexts", type=int, nargs="+", default=[16, 256, 4096, 16384]
     )
     parser.add_argument("--decode-units", type=int, default=256)
+    parser.add_argument("--flops-units", type=int, default=1024)
+    parser.add_argument("--flops-length", type=int, default=2048)
+    parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--decode-layers", type=int, default=2)
     parser.add_argument("--decode-steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=5)
@@ -419,6 +481,8 @@ def main(argv=None):
         rows += suite_layer(args)
     if "decode" in args.suite:
         rows += suite_decode(args)
+    if "flops" in args.suite:
+        rows += suite_flops(args)
     report = {"backend": BACKEND, "keras": keras.__version__}
     report.update(machine=platform.machine(), cpus=os.cpu_count())
     report.update(args=vars(args), rows=rows)

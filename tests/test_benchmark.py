@@ -34,6 +34,13 @@ def test_benchmark_runs_and_writes_json(tmp_path):
             "peer",
             "layer",
             "decode",
+            "flops",
+            "--flops-units",
+            "16",
+            "--flops-length",
+            "24",
+            "--matmul-size",
+            "32",
             "--contexts",
             "4",
             "9",
@@ -58,6 +65,12 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     decode = [row for row in saved["rows"] if row["suite"] == "decode"]
     assert [row["context"] for row in decode] == [4, 9]
     assert all(row["per_token_s"] > 0 for row in decode)
+    flops = [row for row in saved["rows"] if row["suite"] == "flops"][0]
+    # By hand from the documented count: D = U = 16, NH = 2, DH = 8, L = 64:
+    # 2*16*(64 + 4) + 2*(4*64*8 + 4*8*8) + 2*16*16 = 7296 per token, times
+    # 3 (forward + backward) * B 2 * T 24.
+    assert flops["step_flops"] == 3 * 2 * 24 * 7296
+    assert 0 < flops["fraction_of_matmul"]
     layer = [row for row in saved["rows"] if row["suite"] == "layer"][0]
     for kind in ("MLSTM", "LSTM", "MultiHeadAttention"):
         assert layer[kind]["tokens_per_s"] > 0
