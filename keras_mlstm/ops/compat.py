@@ -89,9 +89,12 @@ def _first_leaf(nest):
 def _python_scan(step, init, xs):
     import torch
 
+    # Unbind once: indexing x[i] in the loop would make the backward pass
+    # scatter each step's gradient into a full-size zero tensor, O(steps^2).
+    slices = _map_tuples(lambda x: list(torch.unbind(x, 0)), xs)
     carry, ys = init, []
     for index in range(_first_leaf(xs).shape[0]):
-        carry, y = step(carry, _map_tuples(lambda x, i=index: x[i], xs))
+        carry, y = step(carry, _map_tuples(lambda x, i=index: x[i], slices))
         ys.append(y)
     return carry, _map_tuples(lambda *y: torch.stack(y), *ys)
 
