@@ -157,3 +157,16 @@ def test_dropout_only_in_training():
     )
     training = keras.ops.convert_to_numpy(layer(x, training=True))
     assert not np.allclose(training, inference)
+
+
+def test_seeded_gate_kernels_differ():
+    layer = MLSTM(16, seed=7)
+    layer.build((None, None, D))
+    input_kernel = keras.ops.convert_to_numpy(layer.input_gate_kernel)
+    forget_kernel = keras.ops.convert_to_numpy(layer.forget_gate_kernel)
+    assert not np.array_equal(input_kernel, forget_kernel)
+    again = MLSTM(16, seed=7)
+    again.build((None, None, D))
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(again.input_gate_kernel), input_kernel
+    )

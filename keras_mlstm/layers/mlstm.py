@@ -247,48 +247,22 @@ class MLSTM(keras.layers.Layer):
             )
         # Gates stay float32 under mixed precision: their pre-activations are
         # exponentiated, so a bfloat16 rounding of 2^-9 relative would move
-        # every weight of the memory.
-        self.input_gate_kernel = self.add_weight(
-            name="input_gate_kernel",
-            shape=(features, self.num_heads),
-            initializer=keras.initializers.RandomNormal(
-                stddev=0.01, seed=self.seed
-            ),
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            autocast=False,
+        # every weight of the memory. Forget-gate biases spread over [3, 6]
+        # across heads, as the official code: sigmoid(3..6) = 0.95..0.998,
+        # memories of ~20 to ~400 steps.
+        self.input_gate_kernel, self.input_gate_bias = self._add_gate(
+            "input", features, "zeros", seed_offset=0
         )
-        self.input_gate_bias = self.add_weight(
-            name="input_gate_bias",
-            shape=(self.num_heads,),
-            initializer="zeros",
-            regularizer=self.bias_regularizer,
-            constraint=self.bias_constraint,
-            autocast=False,
+        forget_bias = (
+            np.linspace(3.0, 6.0, self.num_heads).tolist()
+            if self.num_heads > 1
+            else 3.0
         )
-        self.forget_gate_kernel = self.add_weight(
-            name="forget_gate_kernel",
-            shape=(features, self.num_heads),
-            initializer=keras.initializers.RandomNormal(
-                stddev=0.01, seed=self.seed
-            ),
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-            autocast=False,
-        )
-        # Forget-gate biases spread over [3, 6] across heads, as the official
-        # code: sigmoid(3..6) = 0.95..0.998, memories of ~20 to ~400 steps.
-        self.forget_gate_bias = self.add_weight(
-            name="forget_gate_bias",
-            shape=(self.num_heads,),
-            initializer=keras.initializers.Constant(
-                np.linspace(3.0, 6.0, self.num_heads).tolist()
-                if self.num_heads > 1
-                else 3.0
-            ),
-            regularizer=self.bias_regularizer,
-            constraint=self.bias_constraint,
-            autocast=False,
+        self.forget_gate_kernel, self.forget_gate_bias = self._add_gate(
+            "forget",
+            features,
+            keras.initializers.Constant(forget_bias),
+            seed_offset=1,
         )
         self.head_norm_scale = None
         if self.head_norm:
@@ -475,6 +449,27 @@ class MLSTM(keras.layers.Layer):
     def reset_states(self):
         """Alias of ``reset_state``, as Keras's recurrent layers have."""
         self.reset_state()
+
+    def _add_gate(self, kind, features, bias_initializer, seed_offset):
+        """A gate's float32 kernel (small normal init) and bias."""
+        seed = None if self.seed is None else self.seed + seed_offset
+        kernel = self.add_weight(
+            name=f"{kind}_gate_kernel",
+            shape=(features, self.num_heads),
+            initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seed),
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            autocast=False,
+        )
+        bias = self.add_weight(
+            name=f"{kind}_gate_bias",
+            shape=(self.num_heads,),
+            initializer=bias_initializer,
+            regularizer=self.bias_regularizer,
+            constraint=self.bias_constraint,
+            autocast=False,
+        )
+        return kernel, bias
 
     def _state_shapes(self, batch):
         heads, size = self.num_heads, self.head_size
