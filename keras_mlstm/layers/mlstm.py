@@ -9,8 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mlstm.ops.common import FORGET_GATE_ACTIVATIONS
-from keras_mlstm.ops.common import FORMS
+from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.common import static_shape
@@ -174,24 +173,10 @@ class MLSTM(keras.layers.Layer):
             raise ValueError(
                 f"`dropout` must be in [0, 1); received {dropout}."
             )
-        if forget_gate_activation not in FORGET_GATE_ACTIVATIONS:
-            raise ValueError(
-                "`forget_gate_activation` must be one of "
-                f"{FORGET_GATE_ACTIVATIONS}; received "
-                f"{forget_gate_activation!r}."
-            )
-        if form not in FORMS + ("auto",):
-            raise ValueError(
-                f"`form` must be one of {FORMS + ('auto',)}; received {form!r}."
-            )
-        if (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, (int, np.integer))
-            or chunk_size < 1
-        ):
-            raise ValueError(
-                f"`chunk_size` must be a positive int; received {chunk_size!r}."
-            )
+        if isinstance(chunk_size, np.integer):
+            chunk_size = int(chunk_size)
+        # The same checks, and messages, as the ops the layer calls.
+        check_options(forget_gate_activation, 0.0, chunk_size, form)
         self.units = int(units)
         self.num_heads = int(num_heads)
         self.head_size = self.units // self.num_heads
