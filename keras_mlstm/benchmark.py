@@ -20,6 +20,15 @@ Run ``python -m keras_mlstm.benchmark --help``. Suites:
 - ``flops``: achieved FLOP/s of an ``MLSTM`` training step (FLOPs counted
   analytically, see ``training_step_flops``) against the machine's measured
   float32 matrix-multiply rate.
+- ``step``: per-token latency of one ``keras_mlstm.ops.mlstm_step`` against
+  the official native step kernel (``get_mlstm_step_kernel("native")``),
+  interleaved, when ``mlstm_kernels`` is installed.
+- ``memory``: peak memory of an ``MLSTM`` training step against the sequence
+  length, each length in a fresh process (see ``measure_step_memory``).
+
+``--plot FILE.png`` draws time and memory against T (needs matplotlib) from
+this run's rows, or, with ``--from-reports``, from earlier JSON reports of
+any backends (no suite is run then).
 
 Timing: compiled functions where the backend compiles (``jax.jit``,
 ``tf.function(jit_compile=True)``; PyTorch runs eagerly); the first call
@@ -34,12 +43,15 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import keras
 import numpy as np
 
 from keras_mlstm.layers.mlstm import MLSTM
+from keras_mlstm.ops.recurrent import mlstm_step
 from keras_mlstm.ops.resolver import mlstm
 
 BACKEND = keras.backend.backend()
@@ -350,7 +362,325 @@ def suite_flops(args):
     return [row]
 
 
+def suite_step(args):
+    """Per-token cost of the recurrent step, ours against the official
+    native step kernel (PyTorch, eager), interleaved, two ways:
+
+    - ``call``: one step per call, as a generation loop calls it; includes
+      the framework's per-call dispatch (for a compiled TensorFlow function
+      about 0.3 ms on this CPU whatever it computes).
+    - ``loop``: ``--step-tokens`` steps in one call (our recurrent form,
+      compiled where the backend compiles; the official
+      ``native_sequence__native``, which loops its native step), divided
+      by the number of tokens.
+    """
+    rng = np.random.default_rng(0)
+    batch, heads, dim = args.batch, args.heads, args.dim
+    tokens = args.step_tokens
+    arrays = [rng.normal(size=(batch, heads, dim)) for _ in range(3)]
+    arrays += [rng.normal(size=(batch, heads)), rng.normal(size=(batch, heads))]
+    arrays += [
+        rng.normal(size=(batch, heads, dim, dim)),
+        np.abs(rng.normal(size=(batch, heads, dim))),
+        rng.normal(size=(batch, heads)),
+    ]
+    arrays = [a.astype("float32") for a in arrays]
+    sequence = random_arrays(batch, heads, tokens, dim, seed=1)
+
+    def step(q, k, v, i, f, c, n, m):
+        return mlstm_step(q, k, v, i, f, (c, n, m))
+
+    def loop(q, k, v, i, f):
+        return mlstm(q, k, v, i, f, form="recurrent")
+
+    as_tensors = [keras.ops.convert_to_tensor(a) for a in arrays]
+    contestants = {
+        "ours_call": call_with(compile_forward(step), as_tensors),
+        "ours_loop": call_with(
+            compile_forward(loop),
+            [keras.ops.convert_to_tensor(a) for a in sequence],
+        ),
+    }
+    try:
+        import torch
+        from mlstm_kernels.torch import get_mlstm_step_kernel
+        from mlstm_kernels.torch.recurrent import registry_sequence
+    except ImportError:
+        get_mlstm_step_kernel = None
+    if get_mlstm_step_kernel is not None:
+        kernel = get_mlstm_step_kernel("native")
+        sequence_kernel = registry_sequence["native_sequence__native"]
+        q, k, v, i, f, c, n, m = (torch.from_numpy(a) for a in arrays)
+        i, f, m = i[..., None], f[..., None], m[..., None]
+        seq = [torch.from_numpy(a) for a in sequence]
+
+        def official_call():
+            with torch.no_grad():
+                return kernel(q, k, v, i, f, c, n, m)
+
+        def official_loop():
+            with torch.no_grad():
+                return sequence_kernel(*seq)
+
+        contestants["official_call"] = official_call
+        contestants["official_loop"] = official_loop
+    result = time_interleaved(contestants, args.step_repeats)
+    for name in ("ours_loop", "official_loop"):
+        if name in result:
+            result[name]["per_token_s"] = result[name]["median_s"] / tokens
+    for name in ("ours_call", "official_call"):
+        if name in result:
+            result[name]["per_token_s"] = result[name]["median_s"]
+    row = {"suite": "step", "batch": batch, "heads": heads, "dim": dim}
+    row.update(tokens=tokens, **result)
+    if "official_call" in result:
+        for kind in ("call", "loop"):
+            row[f"ratio_{kind}"] = (
+                result[f"ours_{kind}"]["per_token_s"]
+                / result[f"official_{kind}"]["per_token_s"]
+            )
+    print(format_row(row), flush=True)
+    return [row]
+
+
+def _proc_status_bytes(field):
+    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process in bytes, or None
+    where ``/proc`` is missing (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _device_peak(reset=False):
+    """Peak accelerator memory in bytes (None on CPU)."""
+    if BACKEND == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.max_memory_allocated()
+    if BACKEND == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return None
+        return (device.memory_stats() or {}).get("peak_bytes_in_use")
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return None
+    if reset:
+        tf.config.experimental.reset_memory_stats("GPU:0")
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+
+
+def measure_step_memory(args, length):
+    """Peak memory of one ``MLSTM`` training step at sequence length
+    ``length``, measured in this process (run it in a fresh one).
+
+    On the CPU: the peak resident set size above the resident size just
+    before the step, for the first step (which includes compilation) and for
+    a later step (the kernel's peak counter reset in between); allocators
+    may keep freed memory, so the later step's figure is a lower bound. On a
+    GPU: the backend allocator's peak.
+    """
+    rng = np.random.default_rng(0)
+    units, batch = args.units, args.layer_batch
+    x = rng.normal(size=(batch, length, units)).astype("float32")
+    model = layer_models("MLSTM", units, length, units)
+    row = {"suite": "memory", "length": length, "units": units}
+    row["batch"] = batch
+    for name in ("first_step", "step"):
+        _reset_peak_rss()
+        _device_peak(reset=True)
+        before = _proc_status_bytes("VmRSS")
+        start = time.perf_counter()
+        _block(model.train_on_batch(x, x))
+        seconds = time.perf_counter() - start
+        peak = _proc_status_bytes("VmHWM")
+        row[name] = {
+            "seconds": seconds,
+            "rss_before_bytes": before,
+            "peak_rss_bytes": peak,
+            "peak_rss_increase_bytes": None if peak is None else peak - before,
+            "device_peak_bytes": _device_peak(),
+        }
+    return row
+
+
+def suite_memory(args):
+    """Each length in a fresh process, so earlier lengths' allocations and
+    compilations do not mask the peak."""
+    rows = []
+    for length in args.memory_lengths:
+        command = [sys.executable, "-m", "keras_mlstm.benchmark"]
+        command += ["--memory-probe", str(length)]
+        command += ["--units", str(args.units)]
+        command += ["--layer-batch", str(args.layer_batch)]
+        env = dict(os.environ, KERAS_BACKEND=BACKEND)
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"memory probe at T={length} failed:\n{done.stderr[-3000:]}"
+            )
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(format_row(row), flush=True)
+    _memory_per_token(rows)
+    return rows
+
+
+def _memory_per_token(rows):
+    """Marginal memory per token between consecutive lengths: flat or
+    falling when memory grows at most linearly in T."""
+    key = "device_peak_bytes"
+    if rows and rows[0]["step"][key] is None:
+        key = "peak_rss_increase_bytes"
+    for previous, row in zip(rows, rows[1:], strict=False):
+        for name in ("first_step", "step"):
+            low, high = previous[name][key], row[name][key]
+            if low is None or high is None:
+                continue
+            row[name]["bytes_per_extra_token"] = (high - low) / (
+                row["length"] - previous["length"]
+            )
+
+
+BACKEND_NAMES = {
+    "jax": "JAX (jit)",
+    "tensorflow": "TensorFlow (XLA)",
+    "torch": "PyTorch",
+}
+
+
+def plot(reports, path):
+    """Draw chunkwise forward+backward time and training-step peak memory
+    against T from benchmark reports (dicts as written to JSON) of any
+    backends, and save the figure to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (time_axes, memory_axes) = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    official = {}
+    for report in reports:
+        name = BACKEND_NAMES.get(report["backend"], report["backend"])
+        rows = [
+            r
+            for r in report["rows"]
+            if r["suite"] in ("ops", "peer") and r["form"] == "chunkwise"
+        ]
+        if rows:
+            rows.sort(key=lambda r: r["length"])
+            time_axes.plot(
+                [r["length"] for r in rows],
+                [1e3 * r["ours_fwbw"]["median_s"] for r in rows],
+                marker="o",
+                label=f"keras_mlstm, {name}",
+            )
+            for r in rows:
+                if "official_fwbw" in r:
+                    official.setdefault(r["length"], []).append(
+                        1e3 * r["official_fwbw"]["median_s"]
+                    )
+        memory = sorted(
+            (r for r in report["rows"] if r["suite"] == "memory"),
+            key=lambda r: r["length"],
+        )
+        if memory:
+            key = "device_peak_bytes"
+            if memory[0]["step"][key] is None:
+                key = "peak_rss_increase_bytes"
+            memory_axes.plot(
+                [r["length"] for r in memory],
+                [r["first_step"][key] / 2**20 for r in memory],
+                marker="o",
+                label=f"{name}, first step",
+            )
+            memory_axes.plot(
+                [r["length"] for r in memory],
+                [r["step"][key] / 2**20 for r in memory],
+                marker="s",
+                linestyle="--",
+                label=f"{name}, later step",
+            )
+    if official:
+        lengths = sorted(official)
+        time_axes.plot(
+            lengths,
+            [statistics.median(official[t]) for t in lengths],
+            marker="x",
+            color="black",
+            label="official chunkwise--native_autograd (PyTorch)",
+        )
+    time_axes.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sequence length T",
+        ylabel="forward+backward (ms)",
+        title="chunkwise mLSTM, B=4, NH=4, DK=DV=64",
+    )
+    memory_axes.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sequence length T",
+        ylabel="peak memory of a training step (MiB)",
+        title="MLSTM layer training step",
+    )
+    for axes in (time_axes, memory_axes):
+        axes.grid(True, which="both", alpha=0.3)
+        if axes.has_data():
+            axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+    return path
+
+
 def format_row(row):
+    if row["suite"] == "step":
+        text = f"step B={row['batch']} NH={row['heads']} DK=DV={row['dim']}:"
+        for kind in ("call", "loop"):
+            text += (
+                f"  {kind}: ours {1e6 * row[f'ours_{kind}']['per_token_s']:.1f}"
+                " us/token"
+            )
+            if f"ratio_{kind}" in row:
+                text += (
+                    " official "
+                    f"{1e6 * row[f'official_{kind}']['per_token_s']:.1f} us"
+                    f" ratio {row[f'ratio_{kind}']:.2f}"
+                )
+        return text
+    if row["suite"] == "memory":
+        parts = [f"memory T={row['length']:6d}"]
+        for name in ("first_step", "step"):
+            value = row[name]["device_peak_bytes"]
+            if value is None:
+                value = row[name]["peak_rss_increase_bytes"]
+            parts.append(f"{name} peak +{value / 2**20:8.1f} MiB")
+        return "  ".join(parts)
     if row["suite"] == "flops":
         return (
             f"flops U={row['units']} T={row['length']} B={row['batch']}: "
@@ -414,6 +744,27 @@ def markdown(rows):
                 cells += ["-"] * 4
             lines.append("| " + " | ".join(cells) + " |")
     for r in rows:
+        if r["suite"] == "step":
+            cells = [BACKEND]
+            for kind in ("call", "loop"):
+                cells.append(f"{1e6 * r[f'ours_{kind}']['per_token_s']:.1f}")
+                if f"ratio_{kind}" in r:
+                    official = r[f"official_{kind}"]["per_token_s"]
+                    cells.append(f"{1e6 * official:.1f}")
+                    cells.append(f"{r[f'ratio_{kind}']:.2f}")
+                else:
+                    cells += ["-", "-"]
+            lines.append("| " + " | ".join(cells) + " |")
+        if r["suite"] == "memory":
+            cells = [BACKEND, str(r["length"])]
+            for name in ("first_step", "step"):
+                value = r[name]["device_peak_bytes"]
+                if value is None:
+                    value = r[name]["peak_rss_increase_bytes"]
+                cells.append(f"{value / 2**20:.0f}")
+                extra = r[name].get("bytes_per_extra_token")
+                cells.append("-" if extra is None else f"{extra / 1024:.1f}")
+            lines.append("| " + " | ".join(cells) + " |")
         if r["suite"] == "decode":
             lines.append(
                 f"| {BACKEND} | {r['context']} | "
@@ -439,7 +790,7 @@ def parse_args(argv=None):
         "--suite",
         nargs="+",
         default=["ops", "peer", "layer"],
-        choices=["ops", "peer", "layer", "decode", "flops"],
+        choices=["ops", "peer", "layer", "decode", "flops", "step", "memory"],
     )
     parser.add_argument(
         "--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384]
@@ -462,13 +813,44 @@ def parse_args(argv=None):
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--decode-layers", type=int, default=2)
     parser.add_argument("--decode-steps", type=int, default=50)
+    parser.add_argument("--step-repeats", type=int, default=200)
+    parser.add_argument("--step-tokens", type=int, default=64)
+    parser.add_argument(
+        "--memory-lengths",
+        type=int,
+        nargs="+",
+        default=[256, 1024, 4096, 16384],
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="benchmark.json")
+    parser.add_argument(
+        "--plot", help="also draw time and memory against T to this PNG"
+    )
+    parser.add_argument(
+        "--from-reports",
+        nargs="+",
+        metavar="JSON",
+        help="with --plot: draw these earlier reports; run no suite",
+    )
+    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.memory_probe is not None:
+        # Internal: one length of the memory suite, in a fresh process.
+        print(json.dumps(measure_step_memory(args, args.memory_probe)))
+        return None
+    if args.from_reports:
+        if not args.plot:
+            raise ValueError("--from-reports needs --plot FILE.png")
+        reports = []
+        for name in args.from_reports:
+            with open(name) as f:
+                reports.append(json.load(f))
+        print(f"wrote {plot(reports, args.plot)}")
+        return None
     print(
         f"keras_mlstm benchmark: backend {BACKEND}, keras {keras.__version__},"
         f" {platform.processor() or platform.machine()}, "
@@ -483,6 +865,10 @@ def main(argv=None):
         rows += suite_decode(args)
     if "flops" in args.suite:
         rows += suite_flops(args)
+    if "step" in args.suite:
+        rows += suite_step(args)
+    if "memory" in args.suite:
+        rows += suite_memory(args)
     report = {"backend": BACKEND, "keras": keras.__version__}
     report.update(machine=platform.machine(), cpus=os.cpu_count())
     report.update(args=vars(args), rows=rows)
@@ -490,6 +876,8 @@ def main(argv=None):
         json.dump(report, f, indent=1)
     print(markdown(rows))
     print(f"wrote {args.out}")
+    if args.plot:
+        print(f"wrote {plot([report], args.plot)}")
     return report
 
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
+from keras_mlstm.ops.compat import clip_below
 from keras_mlstm.ops.compat import maximum
 
 # Log-weight given to an absent input (a masked or padded step). Finite, so
@@ -79,8 +80,28 @@ class Prepared(NamedTuple):
     output_dtype: str
 
 
+_DTYPE_NAMES = {}
+
+
 def standardize_dtype(x):
-    return keras.backend.standardize_dtype(x.dtype)
+    """The Keras name of ``x``'s dtype (``"float32"``...), cached per dtype
+    object: Keras's own lookup costs microseconds per call."""
+    name = _DTYPE_NAMES.get(x.dtype)
+    if name is None:
+        name = _DTYPE_NAMES[x.dtype] = keras.backend.standardize_dtype(x.dtype)
+    return name
+
+
+def as_tensor(x):
+    """``x`` as a backend tensor; tensors pass through untouched."""
+    return x if ops.is_tensor(x) else ops.convert_to_tensor(x)
+
+
+def to_dtype(x, dtype):
+    """``x`` as a tensor of ``dtype``, cast only when it differs (each
+    ``keras.ops`` call costs microseconds of Python in eager PyTorch)."""
+    x = as_tensor(x)
+    return x if standardize_dtype(x) == dtype else ops.cast(x, dtype)
 
 
 def state_dtype(value_dtype):
@@ -247,7 +268,7 @@ def prepare(
     """
     output_dtype = standardize_dtype(v)
     dtype = state_dtype(output_dtype)
-    q = ops.convert_to_tensor(q)
+    q = as_tensor(q)
     dk = q.shape[-1]
     if dk is None:  # known only at run time (a traced, reshaped tensor)
         dk = ops.shape(q)[-1]
@@ -256,11 +277,11 @@ def prepare(
         # A Python float keeps full precision in any dtype; ops.cast of one
         # would round it through float32 first on TensorFlow.
         root_dk = dk**0.5
-    q = ops.cast(q, dtype) / root_dk
-    k = ops.cast(ops.convert_to_tensor(k), dtype)
-    v = ops.cast(ops.convert_to_tensor(v), dtype)
-    log_input = ops.cast(ops.convert_to_tensor(input_gate), dtype)
-    forget_gate = ops.cast(ops.convert_to_tensor(forget_gate), dtype)
+    q = to_dtype(q, dtype) / root_dk
+    k = to_dtype(k, dtype)
+    v = to_dtype(v, dtype)
+    log_input = to_dtype(input_gate, dtype)
+    forget_gate = to_dtype(forget_gate, dtype)
     if forget_gate_activation == "sigmoid":
         log_forget = ops.log_sigmoid(forget_gate)
     else:
@@ -276,7 +297,7 @@ def prepare(
         shape = ops.shape(v)
         state = zero_state(shape[0], shape[1], dk, shape[-1], dtype)
     else:
-        state = tuple(ops.convert_to_tensor(s) for s in state)
+        state = tuple(as_tensor(s) for s in state)
     return Prepared(q, k, v, log_input, log_forget, state, keep, output_dtype)
 
 
@@ -289,10 +310,9 @@ def read_out(numerator, denominator, log_scale, eps):
         log_scale: ``(...)``, the stabiliser ``m``.
         eps: the constant added to the denominator.
     """
-    lowest = ops.full_like(log_scale, -MAX_LOG_FLOOR)
-    floor = ops.exp(-maximum(log_scale, lowest))  # (...)
-    scale = maximum(ops.abs(denominator), floor) + eps  # (...)
-    return numerator / ops.expand_dims(scale, -1)
+    floor = ops.exp(-clip_below(log_scale, -MAX_LOG_FLOOR))  # (...)
+    scale = maximum(abs(denominator), floor) + eps  # (...)
+    return numerator / scale[..., None]
 
 
 def finish(h, prepared):
@@ -300,4 +320,4 @@ def finish(h, prepared):
     if prepared.keep is not None:
         keep = ops.expand_dims(prepared.keep, -1)  # (B, 1, [T,] 1)
         h = ops.where(keep, h, ops.zeros_like(h))
-    return ops.cast(h, prepared.output_dtype)
+    return to_dtype(h, prepared.output_dtype)

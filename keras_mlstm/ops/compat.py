@@ -75,6 +75,15 @@ def maximum(x, y):
     return ops.maximum(x, y)
 
 
+def clip_below(x, low):
+    """``max(x, low)`` for a Python float ``low``, in the dtype of ``x``."""
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.clamp(x, min=low)
+    return ops.maximum(x, ops.full_like(x, low))
+
+
 def reduce_max(x, axis):
     """Maximum over ``axis`` (ties share the gradient, on every backend)."""
     if keras.backend.backend() == "torch":

@@ -41,13 +41,18 @@ def step_core(q, k, v, log_input, log_forget, state, eps):
     m = maximum(log_forget + m_prev, log_input)  # (B, NH)
     decay = ops.exp(log_forget + m_prev - m)  # (B, NH)
     weight = ops.exp(log_input - m)  # (B, NH)
-    weighted_k = ops.expand_dims(weight, -1) * k  # (B, NH, DK)
-    c = ops.expand_dims(decay, (-2, -1)) * c_prev + ops.expand_dims(
-        weighted_k, -1
-    ) * ops.expand_dims(v, -2)  # (B, NH, DK, DV)
-    n = ops.expand_dims(decay, -1) * n_prev + weighted_k  # (B, NH, DK)
-    numerator = ops.einsum("bhk,bhkv->bhv", q, c)  # (B, NH, DV)
-    denominator = ops.sum(q * n, axis=-1)  # (B, NH)
+    # Indexing with None and the @ operator (not ops.expand_dims, einsum)
+    # save eager PyTorch a keras.ops dispatch each; every backend's tensors
+    # support both, and @ keeps float64 (unlike ops.matmul on PyTorch).
+    weighted_k = weight[..., None] * k  # (B, NH, DK)
+    c = (
+        decay[..., None, None] * c_prev
+        + weighted_k[..., None] * v[..., None, :]
+    )  # (B, NH, DK, DV)
+    n = decay[..., None] * n_prev + weighted_k  # (B, NH, DK)
+    row = q[..., None, :]  # (B, NH, 1, DK)
+    numerator = (row @ c)[..., 0, :]  # (B, NH, DV)
+    denominator = (row @ n[..., None])[..., 0, 0]  # (B, NH)
     return read_out(numerator, denominator, m, eps), (c, n, m)
 
 
