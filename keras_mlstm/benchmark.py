@@ -793,7 +793,7 @@ def parse_args(argv=None):
         choices=["ops", "peer", "layer", "decode", "flops", "step", "memory"],
     )
     parser.add_argument(
-        "--lengths", type=int, nargs="+", default=[256, 1024, 4096, 16384]
+        "--lengths", type=int, nargs="+", default=[256, 1024, 2048, 4096, 16384]
     )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)

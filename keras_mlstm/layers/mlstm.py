@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import state_dtype
@@ -473,18 +474,7 @@ class MLSTM(keras.layers.Layer):
     def _normalize_heads(self, h):
         """Layer norm over each head's DH features, learnable scale."""
         dtype = state_dtype(self.compute_dtype)
-        h = ops.cast(h, dtype)  # (B, NH, T, DH)
-        # Sums, not ops.mean: Keras's mean computes float64 in float32 on JAX
-        # and PyTorch.
-        mean = ops.sum(h, axis=-1, keepdims=True) / self.head_size
-        centered = h - mean
-        variance = (
-            ops.sum(ops.square(centered), axis=-1, keepdims=True)
-            / self.head_size
-        )
-        # sqrt and divide, not rsqrt: XLA's float64 rsqrt on CPU is only
-        # accurate to ~1e-8.
-        h = centered / ops.sqrt(variance + HEAD_NORM_EPSILON)
+        h = standardize(ops.cast(h, dtype), HEAD_NORM_EPSILON)  # (B, NH, T, DH)
         scale = ops.reshape(
             ops.cast(self.head_norm_scale, dtype),
             (self.num_heads, 1, self.head_size),

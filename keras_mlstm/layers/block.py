@@ -1,0 +1,527 @@
+"""The xLSTM mLSTM residual block (Beck et al. 2024, figure 10), as in the
+official ``xlstm`` package's ``mLSTMBlock`` / ``mLSTMLayer``.
+
+Notation: B batch, T time, D embedding width, I inner width
+(``proj_factor * D`` rounded up to a multiple of 64), NH heads,
+DH = I / NH, K causal convolution width.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mlstm.layers.norms import standardize
+from keras_mlstm.ops.common import NEG_LOG_WEIGHT
+from keras_mlstm.ops.common import check_options
+from keras_mlstm.ops.common import state_dtype
+from keras_mlstm.ops.common import static_shape
+from keras_mlstm.ops.resolver import mlstm
+
+NORM_EPSILON = 1e-5
+BLOCK_STATE_NAMES = ("C", "n", "m", "conv")
+
+
+def inner_width(embedding_dim, proj_factor, multiple_of=64):
+    """``proj_factor * embedding_dim`` rounded up to ``multiple_of``, as the
+    official ``UpProjConfigMixin``."""
+    return int(math.ceil(proj_factor * embedding_dim / multiple_of)) * (
+        multiple_of
+    )
+
+
+def _positive_int(name, value, minimum=1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}; received {value!r}."
+        )
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+class MLSTMBlock(keras.layers.Layer):
+    """The mLSTM block of xLSTM: a pre-norm residual block around an mLSTM.
+
+    For inputs ``x`` of shape ``(B, T, D)`` it computes, as the official
+    ``xlstm`` package's ``mLSTMBlock``:
+
+    - ``x_m, z = split(LayerNorm(x) W_up)`` (two halves of width I);
+    - ``x_c = silu(causal_depthwise_conv1d(x_m))`` (width K, with bias);
+    - ``q, k = headwise(x_c)``, ``v = headwise(x_m)``: block-diagonal
+      projections with blocks of ``qkv_proj_blocksize`` features;
+    - ``i~, f~ = [q, k, v] W_i + b_i, [q, k, v] W_f + b_f`` (one per head);
+    - ``h = group_norm(mlstm(q, k, v, i~, f~))`` (a layer norm per head);
+    - ``y = x + dropout(((h + skip * x_c) * silu(z)) W_down)``.
+
+    Norm scales are stored as offsets from 1 (``1 + w``, ``w`` initialised
+    to 0), as the official code. Initialisation as the official code: small
+    init (normal, std ``sqrt(2 / (5 D))``) for ``W_up`` and the q, k, v
+    blocks, Wang init (std ``2 / num_blocks / sqrt(D)``) for ``W_down``,
+    gate kernels 0, forget-gate biases ``linspace(3, 6)`` over heads,
+    input-gate biases normal with std 0.1, skip 1, convolution as PyTorch's
+    ``Conv1d`` (uniform in ``+-1 / sqrt(K)``).
+
+    The block is recurrent: ``return_state=True`` also returns its state
+    ``[C, n, m, conv]`` (the mLSTM memory, float32, and the last ``K - 1``
+    convolution inputs), which ``initial_state`` takes back, so a sequence
+    fed in pieces (down to one step at a time, for generation) gives the
+    outputs of one pass.
+
+    Args:
+        num_heads: mLSTM heads; must divide the inner width I. Default 4.
+        proj_factor: up-projection factor; I = ``proj_factor * D`` rounded
+            up to a multiple of 64. Default 2.
+        conv_kernel_size: K, the causal convolution width (>= 1). Default 4.
+        qkv_proj_blocksize: block size of the q, k, v projections; must
+            divide I. Default 4.
+        use_bias: biases on the up, q, k, v and down projections (the
+            official default: False).
+        dropout: dropout rate on the block's output before the residual.
+        num_blocks: number of blocks in the stack, for the Wang init of
+            ``W_down``. Default 1.
+        form: ``"auto"``, ``"parallel"``, ``"chunkwise"`` or
+            ``"recurrent"``: how the mLSTM is computed (same result).
+        chunk_size: chunk length of the chunkwise form. Default 64.
+        return_state: also return the final state.
+        seed: int seed for the initialisers and dropout.
+        **kwargs: base layer arguments (``name``, ``dtype``...).
+
+    Call arguments:
+        inputs: ``(B, T, D)``.
+        initial_state: None (empty state) or ``[C, n, m, conv]`` with shapes
+            ``(B, NH, DH, DH)``, ``(B, NH, DH)``, ``(B, NH)`` (float32, or
+            float64 for a float64 layer) and ``(B, K - 1, I)`` (compute
+            dtype).
+        mask: optional bool ``(B, T)``; masked steps leave the mLSTM state
+            unchanged, output the residual input, and enter the convolution
+            as zeros, so left- or right-padded sequences give the outputs of
+            the unpadded ones at their unmasked steps.
+        training: enables dropout.
+
+    Returns:
+        ``(B, T, D)`` outputs, or with ``return_state=True`` the list
+        ``[outputs, C, n, m, conv]``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = MLSTMBlock(num_heads=2)
+    >>> x = np.random.normal(size=(2, 10, 32)).astype("float32")
+    >>> tuple(block(x).shape)
+    (2, 10, 32)
+
+    References:
+        - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
+          arXiv:2405.04517, appendix (mLSTM block).
+        - The official implementation, ``xlstm.blocks.mlstm``
+          (github.com/NX-AI/xlstm).
+    """
+
+    def __init__(
+        self,
+        num_heads=4,
+        proj_factor=2.0,
+        conv_kernel_size=4,
+        qkv_proj_blocksize=4,
+        use_bias=False,
+        dropout=0.0,
+        num_blocks=1,
+        form="auto",
+        chunk_size=64,
+        return_state=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = _positive_int("num_heads", num_heads)
+        if not (
+            isinstance(proj_factor, (int, float, np.number)) and proj_factor > 0
+        ):
+            raise ValueError(
+                f"`proj_factor` must be a positive number; received "
+                f"{proj_factor!r}."
+            )
+        self.proj_factor = float(proj_factor)
+        self.conv_kernel_size = _positive_int(
+            "conv_kernel_size", conv_kernel_size
+        )
+        self.qkv_proj_blocksize = _positive_int(
+            "qkv_proj_blocksize", qkv_proj_blocksize
+        )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(
+                f"`dropout` must be in [0, 1); received {dropout}."
+            )
+        self.num_blocks = _positive_int("num_blocks", num_blocks)
+        if isinstance(chunk_size, np.integer):
+            chunk_size = int(chunk_size)
+        check_options("sigmoid", 0.0, chunk_size, form)
+        self.use_bias = bool(use_bias)
+        self.dropout = float(dropout)
+        self.form = form
+        self.chunk_size = int(chunk_size)
+        self.return_state = return_state
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    def _seed(self, offset):
+        return None if self.seed is None else self.seed + offset
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError(
+                "The last axis (features) of the MLSTMBlock input must be "
+                f"known; received input shape {tuple(input_shape)}."
+            )
+        self.embedding_dim = int(features)
+        inner = inner_width(self.embedding_dim, self.proj_factor)
+        if inner % self.num_heads:
+            raise ValueError(
+                f"`num_heads` ({self.num_heads}) must divide the inner width "
+                f"{inner} (= proj_factor {self.proj_factor} x {features} "
+                "features, rounded up to a multiple of 64)."
+            )
+        if inner % self.qkv_proj_blocksize:
+            raise ValueError(
+                f"`qkv_proj_blocksize` ({self.qkv_proj_blocksize}) must "
+                f"divide the inner width {inner}."
+            )
+        self.inner_dim = inner
+        self.head_size = inner // self.num_heads
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
+        small = keras.initializers.RandomNormal
+        small_std = math.sqrt(2.0 / (5.0 * features))
+        blocks = inner // self.qkv_proj_blocksize
+        size = self.qkv_proj_blocksize
+        bound = 1.0 / math.sqrt(self.conv_kernel_size)
+
+        self.norm_weight = self.add_weight(
+            name="norm_weight", shape=(features,), initializer="zeros"
+        )
+        self.up_kernel = self.add_weight(
+            name="up_kernel",
+            shape=(features, 2 * inner),
+            initializer=small(stddev=small_std, seed=self._seed(0)),
+        )
+        self.conv_kernel = self.add_weight(
+            name="conv_kernel",
+            shape=(self.conv_kernel_size, inner),
+            initializer=keras.initializers.RandomUniform(
+                -bound, bound, seed=self._seed(1)
+            ),
+        )
+        self.conv_bias = self.add_weight(
+            name="conv_bias",
+            shape=(inner,),
+            initializer=keras.initializers.RandomUniform(
+                -bound, bound, seed=self._seed(2)
+            ),
+        )
+        # (blocks, out, in), the official layout of LinearHeadwiseExpand.
+        self.q_kernel, self.k_kernel, self.v_kernel = (
+            self.add_weight(
+                name=f"{name}_kernel",
+                shape=(blocks, size, size),
+                initializer=small(stddev=small_std, seed=self._seed(3 + i)),
+            )
+            for i, name in enumerate("qkv")
+        )
+        # Gates stay float32 under mixed precision (they are exponentiated).
+        self.input_gate_kernel = self.add_weight(
+            name="input_gate_kernel",
+            shape=(3 * inner, self.num_heads),
+            initializer="zeros",
+            autocast=False,
+        )
+        self.input_gate_bias = self.add_weight(
+            name="input_gate_bias",
+            shape=(self.num_heads,),
+            initializer=keras.initializers.RandomNormal(
+                stddev=0.1, seed=self._seed(6)
+            ),
+            autocast=False,
+        )
+        self.forget_gate_kernel = self.add_weight(
+            name="forget_gate_kernel",
+            shape=(3 * inner, self.num_heads),
+            initializer="zeros",
+            autocast=False,
+        )
+        self.forget_gate_bias = self.add_weight(
+            name="forget_gate_bias",
+            shape=(self.num_heads,),
+            initializer=keras.initializers.Constant(
+                np.linspace(3.0, 6.0, self.num_heads).tolist()
+                if self.num_heads > 1
+                else 3.0
+            ),
+            autocast=False,
+        )
+        self.head_norm_weight = self.add_weight(
+            name="head_norm_weight", shape=(inner,), initializer="zeros"
+        )
+        self.skip = self.add_weight(
+            name="skip", shape=(inner,), initializer="ones"
+        )
+        self.down_kernel = self.add_weight(
+            name="down_kernel",
+            shape=(inner, features),
+            initializer=keras.initializers.RandomNormal(
+                stddev=2.0 / self.num_blocks / math.sqrt(features),
+                seed=self._seed(7),
+            ),
+        )
+        self.up_bias = self.q_bias = self.k_bias = self.v_bias = None
+        self.down_bias = None
+        if self.use_bias:
+            self.up_bias = self.add_weight(
+                name="up_bias", shape=(2 * inner,), initializer="zeros"
+            )
+            self.q_bias, self.k_bias, self.v_bias = (
+                self.add_weight(
+                    name=f"{name}_bias", shape=(inner,), initializer="zeros"
+                )
+                for name in "qkv"
+            )
+            self.down_bias = self.add_weight(
+                name="down_bias", shape=(features,), initializer="zeros"
+            )
+
+    def state_shapes(self, batch):
+        """Shapes of ``[C, n, m, conv]`` for a batch of ``batch``."""
+        heads, size = self.num_heads, self.head_size
+        return [
+            (batch, heads, size, size),
+            (batch, heads, size),
+            (batch, heads),
+            (batch, self.conv_kernel_size - 1, self.inner_dim),
+        ]
+
+    def get_initial_state(self, batch_size):
+        """The state before the first step, ``[C, n, m, conv]``: ``C = 0``,
+        ``n = 0``, the stabiliser of an empty memory ``m = -1e30``
+        (``-inf``, the official parallel form's convention) and a zero
+        convolution window of ``K - 1`` steps."""
+        dtype = state_dtype(self.compute_dtype)
+        shapes = self.state_shapes(batch_size)
+        return [
+            ops.zeros(shapes[0], dtype),
+            ops.zeros(shapes[1], dtype),
+            ops.full(shapes[2], NEG_LOG_WEIGHT, dtype),
+            ops.zeros(shapes[3], self.compute_dtype),
+        ]
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):
+        self._check_call(inputs, initial_state, mask)
+        dtype = state_dtype(self.compute_dtype)
+        batch = ops.shape(inputs)[0]
+        length = ops.shape(inputs)[1]
+        if initial_state is None:
+            initial_state = self.get_initial_state(batch)
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+
+        normed = ops.cast(
+            standardize(ops.cast(inputs, dtype), NORM_EPSILON)
+            * (1.0 + ops.cast(self.norm_weight, dtype)),
+            self.compute_dtype,
+        )
+        up = ops.einsum("btd,de->bte", normed, self.up_kernel)  # (B, T, 2 I)
+        if self.use_bias:
+            up = up + self.up_bias
+        x_m, z = ops.split(up, 2, axis=-1)  # (B, T, I) each
+        if mask is not None:
+            x_m = ops.where(mask[..., None], x_m, ops.zeros_like(x_m))
+
+        # Causal depthwise convolution over [previous K-1 inputs, x_m].
+        window = self.conv_kernel_size - 1
+        padded = ops.concatenate(
+            [ops.cast(initial_state[3], self.compute_dtype), x_m], axis=1
+        )  # (B, K-1+T, I)
+        conv = self.conv_bias + padded[:, window:] * self.conv_kernel[window]
+        for tap in range(window):
+            conv = conv + padded[:, tap : tap + length] * self.conv_kernel[tap]
+        new_window = padded[:, length:]  # the last K-1 inputs
+        x_c = ops.silu(conv)  # (B, T, I)
+
+        q = self._headwise(x_c, self.q_kernel, self.q_bias)
+        k = self._headwise(x_c, self.k_kernel, self.k_bias)
+        v = self._headwise(x_m, self.v_kernel, self.v_bias)
+        gate_inputs = ops.cast(ops.concatenate([q, k, v], axis=-1), dtype)
+        input_gate = (
+            ops.einsum(
+                "bte,eh->bht",
+                gate_inputs,
+                ops.cast(self.input_gate_kernel, dtype),
+            )
+            + ops.cast(self.input_gate_bias, dtype)[:, None]
+        )  # (B, NH, T)
+        forget_gate = (
+            ops.einsum(
+                "bte,eh->bht",
+                gate_inputs,
+                ops.cast(self.forget_gate_kernel, dtype),
+            )
+            + ops.cast(self.forget_gate_bias, dtype)[:, None]
+        )  # (B, NH, T)
+
+        h, state = mlstm(
+            self._to_heads(q),
+            self._to_heads(k),
+            self._to_heads(v),
+            input_gate,
+            forget_gate,
+            initial_state=tuple(initial_state[:3]),
+            mask=mask,
+            form=self.form,
+            chunk_size=self.chunk_size,
+            return_state=True,
+        )  # h (B, NH, T, DH)
+        h = standardize(ops.cast(h, dtype), NORM_EPSILON)
+        h = ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(x_c))
+        h = h * (1.0 + ops.cast(self.head_norm_weight, dtype))
+        h = ops.cast(h, self.compute_dtype)  # (B, T, I)
+        h = (h + self.skip * x_c) * ops.silu(z)
+        out = ops.einsum("bte,ed->btd", h, self.down_kernel)  # (B, T, D)
+        if self.use_bias:
+            out = out + self.down_bias
+        if training and self.dropout > 0.0:
+            out = keras.random.dropout(
+                out, self.dropout, seed=self.seed_generator
+            )
+        if mask is not None:
+            out = ops.where(mask[..., None], out, ops.zeros_like(out))
+        outputs = inputs + out
+        if self.return_state:
+            return [outputs, *state, new_window]
+        return outputs
+
+    def _headwise(self, x, kernel, bias):
+        """Block-diagonal projection: (B, T, I) -> (B, T, I)."""
+        shape = ops.shape(x)
+        blocks = self.inner_dim // self.qkv_proj_blocksize
+        x = ops.reshape(
+            x, (shape[0], shape[1], blocks, self.qkv_proj_blocksize)
+        )
+        x = ops.einsum("btgi,goi->btgo", x, kernel)
+        x = ops.reshape(x, shape)
+        return x if bias is None else x + bias
+
+    def _to_heads(self, x):
+        """(B, T, I) -> (B, NH, T, DH)."""
+        shape = ops.shape(x)
+        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_size))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def _check_call(self, inputs, initial_state, mask):
+        """Raise ValueError on malformed inputs, before any computation."""
+        shape = static_shape(inputs)
+        if len(shape) != 3:
+            raise ValueError(
+                "MLSTMBlock expects inputs of rank 3, (batch, time, "
+                f"features); received shape {shape}."
+            )
+        if shape[-1] is not None and shape[-1] != self.embedding_dim:
+            raise ValueError(
+                f"MLSTMBlock was built for {self.embedding_dim} features; "
+                f"received inputs of shape {shape}."
+            )
+        if shape[1] == 0:
+            raise ValueError(
+                "MLSTMBlock inputs need at least one time step; received "
+                f"shape {shape}."
+            )
+        if mask is not None:
+            mask_shape = static_shape(mask)
+            if len(mask_shape) != 2 or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(mask_shape, shape[:2], strict=True)
+            ):
+                raise ValueError(
+                    f"`mask` must have shape (batch, time) = {shape[:2]}; "
+                    f"received shape {mask_shape}."
+                )
+        if initial_state is None:
+            return
+        if not isinstance(initial_state, (list, tuple)) or len(
+            initial_state
+        ) != len(BLOCK_STATE_NAMES):
+            raise ValueError(
+                "`initial_state` must be the list [C, n, m, conv] with shapes "
+                f"{self.state_shapes(shape[0])}; received {initial_state!r}."
+            )
+        dtypes = [state_dtype(self.compute_dtype)] * 3
+        dtypes.append(keras.backend.standardize_dtype(self.compute_dtype))
+        for name, tensor, expected, dtype in zip(
+            BLOCK_STATE_NAMES,
+            initial_state,
+            self.state_shapes(shape[0]),
+            dtypes,
+            strict=True,
+        ):
+            got = static_shape(tensor)
+            if len(got) != len(expected) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(got, expected, strict=True)
+            ):
+                raise ValueError(
+                    f"`initial_state[{name}]` must have shape {expected}; "
+                    f"received shape {got}."
+                )
+            got_dtype = keras.backend.standardize_dtype(tensor.dtype)
+            if got_dtype != dtype:
+                raise ValueError(
+                    f"`initial_state[{name}]` must have dtype {dtype}; "
+                    f"received dtype {got_dtype}."
+                )
+
+    def compute_output_shape(self, input_shape, initial_state_shape=None):
+        if self.return_state:
+            return (tuple(input_shape), *self.state_shapes(input_shape[0]))
+        return tuple(input_shape)
+
+    def compute_output_spec(
+        self, inputs, initial_state=None, mask=None, training=None
+    ):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not self.return_state:
+            return outputs
+        if not self.built:
+            self.build(inputs.shape)
+        dtype = state_dtype(self.compute_dtype)
+        shapes = self.state_shapes(inputs.shape[0])
+        states = [keras.KerasTensor(s, dtype=dtype) for s in shapes[:3]]
+        states.append(keras.KerasTensor(shapes[3], dtype=self.compute_dtype))
+        return [outputs, *states]
+
+    def compute_mask(self, inputs, mask=None):
+        if self.return_state:
+            return [mask, None, None, None, None]
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "proj_factor": self.proj_factor,
+                "conv_kernel_size": self.conv_kernel_size,
+                "qkv_proj_blocksize": self.qkv_proj_blocksize,
+                "use_bias": self.use_bias,
+                "dropout": self.dropout,
+                "num_blocks": self.num_blocks,
+                "form": self.form,
+                "chunk_size": self.chunk_size,
+                "return_state": self.return_state,
+                "seed": self.seed,
+            }
+        )
+        return config
