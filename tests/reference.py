@@ -175,3 +175,78 @@ def mlstm_layer_reference(
                 else:
                     out[b, t] = 0.0 if zero_output_for_mask else previous
     return (out if return_sequences else out[:, -1]), state
+
+
+def _layer_norm(x, weight, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * (1.0 + weight)
+
+
+def _silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def mlstm_block_reference(x, weights, num_heads, blocksize=4, mask=None):
+    """The mLSTM block in float64, from the equations of the official
+    ``xlstm`` package's ``mLSTMLayer`` (and issue #5), for an empty initial
+    state (``C = 0, n = 0, m = -inf``: the official parallel form's).
+
+    ``weights`` maps the block's weight names (``norm_weight``,
+    ``up_kernel`` (D, 2I), ``conv_kernel`` (K, I), ``conv_bias``,
+    ``q_kernel`` / ``k_kernel`` / ``v_kernel`` (I / bs, bs, bs) as
+    (block, out, in), gate kernels (3I, NH) and biases, ``head_norm_weight``,
+    ``skip``, ``down_kernel`` (I, D)) to arrays. A masked step enters the
+    convolution as zeros, leaves the memory unchanged and outputs its input.
+    Returns ``(outputs, (C, n, m), conv_window)``.
+    """
+    w = {name: np.asarray(a, np.float64) for name, a in weights.items()}
+    x = np.asarray(x, np.float64)
+    batch, length, _ = x.shape
+    keep = np.ones((batch, length), bool) if mask is None else np.asarray(mask)
+    up = _layer_norm(x, w["norm_weight"]) @ w["up_kernel"]
+    inner = up.shape[-1] // 2
+    x_m, z = up[..., :inner], up[..., inner:]
+    x_m = x_m * keep[..., None]
+    width = w["conv_kernel"].shape[0]
+    padded = np.concatenate([np.zeros((batch, width - 1, inner)), x_m], 1)
+    conv = np.zeros_like(x_m) + w["conv_bias"]
+    for t in range(length):
+        for j in range(width):
+            conv[:, t] += padded[:, t + j] * w["conv_kernel"][j]
+    x_c = _silu(conv)
+
+    def headwise(a, kernel):
+        blocks = a.reshape(batch, length, inner // blocksize, blocksize)
+        return np.einsum("btgi,goi->btgo", blocks, kernel).reshape(a.shape)
+
+    q = headwise(x_c, w["q_kernel"])
+    k = headwise(x_c, w["k_kernel"])
+    v = headwise(x_m, w["v_kernel"])
+    gate_in = np.concatenate([q, k, v], -1)
+    i = (gate_in @ w["input_gate_kernel"] + w["input_gate_bias"]).transpose(
+        0, 2, 1
+    )
+    f = (gate_in @ w["forget_gate_kernel"] + w["forget_gate_bias"]).transpose(
+        0, 2, 1
+    )
+    size = inner // num_heads
+
+    def heads(a):
+        return a.reshape(batch, length, num_heads, size).transpose(0, 2, 1, 3)
+
+    empty = (
+        np.zeros((batch, num_heads, size, size)),
+        np.zeros((batch, num_heads, size)),
+        np.full((batch, num_heads), -1e30),
+    )
+    h, state = mlstm_reference(
+        heads(q), heads(k), heads(v), i, f, initial_state=empty, mask=keep
+    )
+    mean = h.mean(-1, keepdims=True)
+    var = ((h - mean) ** 2).mean(-1, keepdims=True)
+    h = ((h - mean) / np.sqrt(var + 1e-5)).transpose(0, 2, 1, 3)
+    h = h.reshape(batch, length, inner) * (1.0 + w["head_norm_weight"])
+    out = ((h + w["skip"] * x_c) * _silu(z)) @ w["down_kernel"]
+    out = x + out * keep[..., None]
+    return out, state, padded[:, length:]

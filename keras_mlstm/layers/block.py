@@ -102,6 +102,8 @@ class MLSTMBlock(keras.layers.Layer):
             as zeros, so left- or right-padded sequences give the outputs of
             the unpadded ones at their unmasked steps.
         training: enables dropout.
+        return_state: None (the constructor's setting) or a bool, for this
+            call only.
 
     Returns:
         ``(B, T, D)`` outputs, or with ``return_state=True`` the list
@@ -319,7 +321,18 @@ class MLSTMBlock(keras.layers.Layer):
             ops.zeros(shapes[3], self.compute_dtype),
         ]
 
-    def call(self, inputs, initial_state=None, mask=None, training=None):
+    def call(
+        self,
+        inputs,
+        initial_state=None,
+        mask=None,
+        training=None,
+        return_state=None,
+    ):
+        """See the class docstring; ``return_state`` (None: the
+        constructor's) overrides the constructor's choice for one call."""
+        if return_state is None:
+            return_state = self.return_state
         self._check_call(inputs, initial_state, mask)
         dtype = state_dtype(self.compute_dtype)
         batch = ops.shape(inputs)[0]
@@ -400,7 +413,7 @@ class MLSTMBlock(keras.layers.Layer):
         if mask is not None:
             out = ops.where(mask[..., None], out, ops.zeros_like(out))
         outputs = inputs + out
-        if self.return_state:
+        if return_state:
             return [outputs, *state, new_window]
         return outputs
 
@@ -483,16 +496,23 @@ class MLSTMBlock(keras.layers.Layer):
                     f"received dtype {got_dtype}."
                 )
 
-    def compute_output_shape(self, input_shape, initial_state_shape=None):
-        if self.return_state:
+    def compute_output_shape(
+        self, input_shape, initial_state_shape=None, return_state=None
+    ):
+        if self.return_state if return_state is None else return_state:
             return (tuple(input_shape), *self.state_shapes(input_shape[0]))
         return tuple(input_shape)
 
     def compute_output_spec(
-        self, inputs, initial_state=None, mask=None, training=None
+        self,
+        inputs,
+        initial_state=None,
+        mask=None,
+        training=None,
+        return_state=None,
     ):
         outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not self.return_state:
+        if not (self.return_state if return_state is None else return_state):
             return outputs
         if not self.built:
             self.build(inputs.shape)
@@ -502,8 +522,8 @@ class MLSTMBlock(keras.layers.Layer):
         states.append(keras.KerasTensor(shapes[3], dtype=self.compute_dtype))
         return [outputs, *states]
 
-    def compute_mask(self, inputs, mask=None):
-        if self.return_state:
+    def compute_mask(self, inputs, mask=None, return_state=None):
+        if self.return_state if return_state is None else return_state:
             return [mask, None, None, None, None]
         return mask
 

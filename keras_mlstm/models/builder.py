@@ -1,0 +1,224 @@
+"""``build_mlstm_model``: complete Keras models around an ``MLSTMStack``."""
+
+import keras
+from keras import ops
+
+from keras_mlstm.layers.embedding import ReversibleEmbedding
+from keras_mlstm.models.stack import MLSTMStack
+
+TASKS = ("language_model", "classification", "regression")
+POOLINGS = ("last", "mean")
+
+# Layer names that ``keras_mlstm.generate`` and the weight import look up.
+EMBEDDING_NAME = "token_embedding"
+STACK_NAME = "mlstm_stack"
+LM_HEAD_NAME = "lm_head"
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+class MaskedPooling(keras.layers.Layer):
+    """Pool ``(B, T, D)`` over time: the last unmasked step, or the mean of
+    the unmasked steps.
+
+    Args:
+        pooling: ``"last"`` or ``"mean"``.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        inputs: ``(B, T, D)``.
+        mask: optional bool ``(B, T)``.
+
+    Returns:
+        ``(B, D)``; zeros for a fully masked sequence.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> x = np.arange(6, dtype="float32").reshape(1, 3, 2)
+    >>> keras.ops.convert_to_numpy(MaskedPooling("last")(x)).tolist()
+    [[4.0, 5.0]]
+
+    References:
+        - The Keras guide "Understanding masking & padding".
+    """
+
+    def __init__(self, pooling="last", **kwargs):
+        super().__init__(**kwargs)
+        if pooling not in POOLINGS:
+            raise ValueError(
+                f"`pooling` must be one of {POOLINGS}; received {pooling!r}."
+            )
+        self.pooling = pooling
+        self.supports_masking = True
+
+    def call(self, inputs, mask=None):
+        if mask is None:
+            if self.pooling == "last":
+                return inputs[:, -1]
+            return ops.sum(inputs, axis=1) / ops.shape(inputs)[1]
+        keep = ops.cast(mask, inputs.dtype)[..., None]  # (B, T, 1)
+        if self.pooling == "mean":
+            count = ops.maximum(ops.sum(keep, axis=1), 1.0)
+            return ops.sum(inputs * keep, axis=1) / count
+        length = ops.shape(mask)[1]
+        steps = ops.arange(length, dtype="int32")[None]
+        last = ops.max(ops.where(mask, steps, -1), axis=1)  # (B,)
+        index = ops.maximum(last, 0)[:, None, None]
+        pooled = ops.take_along_axis(inputs, index, axis=1)[:, 0]
+        return ops.where((last >= 0)[:, None], pooled, 0.0)
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "pooling": self.pooling}
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+def build_mlstm_model(
+    task="language_model",
+    *,
+    vocab_size=None,
+    input_dim=None,
+    output_dim=None,
+    num_classes=None,
+    embedding_dim=128,
+    num_blocks=2,
+    num_heads=4,
+    proj_factor=2.0,
+    conv_kernel_size=4,
+    qkv_proj_blocksize=4,
+    dropout=0.0,
+    tie_embeddings=True,
+    pooling="last",
+    mask_zero=False,
+    form="auto",
+    chunk_size=64,
+    context_length=None,
+    seed=None,
+    name=None,
+):
+    """A functional ``keras.Model`` of mLSTM blocks for a common task,
+    ready for ``compile`` and ``fit``.
+
+    Args:
+        task: ``"language_model"`` (token ids ``(B, T)`` to next-token
+            logits ``(B, T, vocab_size)``), ``"classification"`` (token ids
+            or features to class logits ``(B, num_classes)``, pooled over
+            time) or ``"regression"`` (features ``(B, T, input_dim)`` to
+            ``(B, T, output_dim)``, sequence to sequence, e.g. time series).
+        vocab_size: vocabulary size, for token inputs.
+        input_dim: feature count, for feature inputs (``"regression"``, or
+            ``"classification"`` without ``vocab_size``).
+        output_dim: outputs per step, for ``"regression"``.
+        num_classes: for ``"classification"``.
+        embedding_dim: the model width D.
+        num_blocks, num_heads, proj_factor, conv_kernel_size,
+            qkv_proj_blocksize, dropout, form, chunk_size: for the
+            ``MLSTMStack``.
+        tie_embeddings: language model: the logits reuse the embedding
+            matrix (``ReversibleEmbedding``); else a separate ``lm_head``.
+        pooling: classification: ``"last"`` (last unmasked step) or
+            ``"mean"``.
+        mask_zero: token inputs: id 0 is padding and is masked.
+        context_length: None (default: any length) or a fixed T.
+        seed: int seed for the initialisers.
+        name: the model's name.
+
+    Returns:
+        An uncompiled ``keras.Model``.
+
+    Raises:
+        ValueError: for an unknown task or a missing or inapplicable size.
+
+    Example:
+
+    >>> model = build_mlstm_model(
+    ...     "language_model", vocab_size=50, embedding_dim=32, num_blocks=1
+    ... )
+    >>> model.compile("adam", "sparse_categorical_crossentropy")
+
+    References:
+        - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
+          arXiv:2405.04517.
+    """
+    if task not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}; received {task!r}.")
+    if pooling not in POOLINGS:
+        raise ValueError(
+            f"`pooling` must be one of {POOLINGS}; received {pooling!r}."
+        )
+    _check_size("embedding_dim", embedding_dim)
+    if context_length is not None:
+        _check_size("context_length", context_length)
+    tokens = task == "language_model" or vocab_size is not None
+    if tokens:
+        _check_size("vocab_size", vocab_size)
+        if input_dim is not None:
+            raise ValueError(
+                "Give `vocab_size` (token inputs) or `input_dim` (feature "
+                f"inputs), not both; received input_dim={input_dim}."
+            )
+        if task == "regression":
+            raise ValueError(
+                "`task='regression'` takes feature inputs: give `input_dim`, "
+                "not `vocab_size`."
+            )
+    else:
+        _check_size("input_dim", input_dim)
+    if task == "classification":
+        _check_size("num_classes", num_classes)
+    if task == "regression":
+        _check_size("output_dim", output_dim)
+
+    if tokens:
+        inputs = keras.Input((context_length,), dtype="int32", name="tokens")
+        embedding = ReversibleEmbedding(
+            vocab_size,
+            embedding_dim,
+            mask_zero=mask_zero,
+            embeddings_initializer=keras.initializers.RandomNormal(
+                stddev=0.02, seed=seed
+            ),
+            name=EMBEDDING_NAME,
+        )
+        x = embedding(inputs)
+    else:
+        inputs = keras.Input((context_length, input_dim), name="features")
+        embedding = None
+        x = keras.layers.Dense(embedding_dim, name="input_projection")(inputs)
+    x = MLSTMStack(
+        num_blocks,
+        num_heads=num_heads,
+        proj_factor=proj_factor,
+        conv_kernel_size=conv_kernel_size,
+        qkv_proj_blocksize=qkv_proj_blocksize,
+        dropout=dropout,
+        form=form,
+        chunk_size=chunk_size,
+        seed=seed,
+        name=STACK_NAME,
+    )(x)
+    if task == "language_model":
+        if tie_embeddings:
+            outputs = embedding(x, reverse=True)
+        else:
+            outputs = keras.layers.Dense(
+                vocab_size, use_bias=False, name=LM_HEAD_NAME
+            )(x)
+    elif task == "classification":
+        x = MaskedPooling(pooling, name="pooling")(x)
+        outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+    else:
+        outputs = keras.layers.Dense(output_dim, name="regression_head")(x)
+    return keras.Model(inputs, outputs, name=name or f"mlstm_{task}")
+
+
+def _check_size(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"`{name}` must be a positive int; received {value!r}."
+        )

@@ -1,0 +1,353 @@
+"""Weight import from the official PyTorch ``xlstm`` package (PyPI
+``xlstm``, Apache-2.0): ``mLSTMBlock``, ``xLSTMBlockStack`` and
+``xLSTMLMModel`` made of mLSTM blocks.
+
+Only the state dict and the config's plain attributes are read, so this
+module imports neither ``torch`` nor ``xlstm``.
+"""
+
+import keras
+import numpy as np
+
+from keras_mlstm.layers.block import MLSTMBlock
+from keras_mlstm.models.builder import EMBEDDING_NAME
+from keras_mlstm.models.builder import LM_HEAD_NAME
+from keras_mlstm.models.builder import STACK_NAME
+from keras_mlstm.models.builder import build_mlstm_model
+from keras_mlstm.models.stack import MLSTMStack
+
+# Our block weight -> (official key under the block's prefix, transform).
+_BLOCK_WEIGHTS = {
+    "norm_weight": ("xlstm_norm.weight", None),
+    "up_kernel": ("xlstm.proj_up.weight", "transpose"),
+    "up_bias": ("xlstm.proj_up.bias", None),
+    "conv_kernel": ("xlstm.conv1d.conv.weight", "conv"),
+    "conv_bias": ("xlstm.conv1d.conv.bias", None),
+    "q_kernel": ("xlstm.q_proj.weight", None),
+    "k_kernel": ("xlstm.k_proj.weight", None),
+    "v_kernel": ("xlstm.v_proj.weight", None),
+    "q_bias": ("xlstm.q_proj.bias", None),
+    "k_bias": ("xlstm.k_proj.bias", None),
+    "v_bias": ("xlstm.v_proj.bias", None),
+    "input_gate_kernel": ("xlstm.mlstm_cell.igate.weight", "transpose"),
+    "input_gate_bias": ("xlstm.mlstm_cell.igate.bias", None),
+    "forget_gate_kernel": ("xlstm.mlstm_cell.fgate.weight", "transpose"),
+    "forget_gate_bias": ("xlstm.mlstm_cell.fgate.bias", None),
+    "head_norm_weight": ("xlstm.mlstm_cell.outnorm.weight", None),
+    "skip": ("xlstm.learnable_skip", None),
+    "down_kernel": ("xlstm.proj_down.weight", "transpose"),
+    "down_bias": ("xlstm.proj_down.bias", None),
+}
+
+
+def _numpy(value):
+    """A state-dict entry (torch tensor or array) as a float32 array."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value, dtype="float32")
+
+
+def _transform(value, how):
+    if how == "transpose":
+        return value.T
+    if how == "conv":  # (I, 1, K) depthwise Conv1d -> (K, I)
+        return value[:, 0, :].T
+    return value
+
+
+class _Loader:
+    """Assigns state-dict entries to variables, remembering what it used."""
+
+    def __init__(self, state_dict):
+        self.entries = {key: _numpy(value) for key, value in state_dict.items()}
+        self.used = set()
+
+    def assign(self, variable, key, how=None):
+        if key not in self.entries:
+            raise ValueError(
+                f"The state dict has no entry {key!r} for the Keras weight "
+                f"{variable.path!r}."
+            )
+        value = _transform(self.entries[key], how)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"State-dict entry {key!r} has shape {value.shape} (after "
+                f"conversion); the Keras weight {variable.path!r} has shape "
+                f"{tuple(variable.shape)}."
+            )
+        variable.assign(value)
+        self.used.add(key)
+
+    def finish(self):
+        unused = sorted(set(self.entries) - self.used)
+        if unused:
+            raise ValueError(
+                "These state-dict entries have no counterpart in the Keras "
+                "model (unsupported parts such as sLSTM or feed-forward "
+                f"blocks?): {unused}."
+            )
+
+
+def _load_block(loader, block, prefix):
+    for name, (key, how) in _BLOCK_WEIGHTS.items():
+        variable = getattr(block, name)
+        if variable is not None:
+            loader.assign(variable, prefix + key, how)
+
+
+def _load_stack(loader, stack, prefix, post_norm_key="post_blocks_norm.weight"):
+    for index, block in enumerate(stack.blocks):
+        _load_block(loader, block, f"{prefix}blocks.{index}.")
+    if stack.post_norm:
+        loader.assign(stack.post_norm_weight, prefix + post_norm_key)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+def load_xlstm_weights(target, state_dict):
+    """Load an official ``xlstm`` state dict into a built Keras object.
+
+    Args:
+        target: a built ``MLSTMBlock`` (from an official ``mLSTMBlock``), a
+            built ``MLSTMStack`` (from an ``xLSTMBlockStack`` of mLSTM
+            blocks) or a language model from ``build_mlstm_model`` (from an
+            ``xLSTMLMModel``).
+        state_dict: the official module's ``state_dict()`` (torch tensors
+            or NumPy arrays).
+
+    Returns:
+        ``target``, with its weights replaced.
+
+    Raises:
+        ValueError: for a missing entry, a shape mismatch, or entries the
+            Keras model has no place for (e.g. sLSTM blocks).
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from keras_mlstm import MLSTMBlock, xlstm_state_dict
+    >>> source, target = MLSTMBlock(num_heads=2), MLSTMBlock(num_heads=2)
+    >>> x = np.random.normal(size=(1, 3, 16)).astype("float32")
+    >>> _ = source(x), target(x)
+    >>> state = xlstm_state_dict(source)  # or torch_module.state_dict()
+    >>> _ = load_xlstm_weights(target, state)
+    >>> same = keras.ops.all(keras.ops.isclose(source(x), target(x)))
+    >>> bool(keras.ops.convert_to_numpy(same))
+    True
+
+    References:
+        - The official implementation, github.com/NX-AI/xlstm
+          (``xlstm.xlstm_lm_model``, ``xlstm.xlstm_block_stack``).
+    """
+    loader = _Loader(state_dict)
+    if isinstance(target, MLSTMBlock):
+        _load_block(loader, target, "")
+    elif isinstance(target, MLSTMStack):
+        _load_stack(loader, target, "")
+    elif isinstance(target, keras.Model):
+        try:
+            embedding = target.get_layer(EMBEDDING_NAME)
+            stack = target.get_layer(STACK_NAME)
+        except ValueError:
+            raise ValueError(
+                "`target` must be an MLSTMBlock, an MLSTMStack or a language "
+                "model from build_mlstm_model; received a model with layers "
+                f"{[layer.name for layer in target.layers]}."
+            ) from None
+        loader.assign(embedding.embeddings, "token_embedding.weight")
+        _load_stack(loader, stack, "xlstm_block_stack.")
+        try:
+            head = target.get_layer(LM_HEAD_NAME)
+        except ValueError:
+            head = None
+        if head is not None:
+            loader.assign(head.kernel, "lm_head.weight", "transpose")
+        elif "lm_head.weight" in loader.entries:
+            if not np.array_equal(
+                loader.entries["lm_head.weight"],
+                loader.entries["token_embedding.weight"],
+            ):
+                raise ValueError(
+                    "The Keras model ties its output projection to the "
+                    "embedding, but the state dict's 'lm_head.weight' "
+                    "differs from 'token_embedding.weight': build it with "
+                    "tie_embeddings=False."
+                )
+            loader.used.add("lm_head.weight")
+    else:
+        raise ValueError(
+            "`target` must be an MLSTMBlock, an MLSTMStack or a language "
+            f"model from build_mlstm_model; received {type(target)}."
+        )
+    loader.finish()
+    return target
+
+
+def _export_block(block, prefix, out):
+    for name, (key, how) in _BLOCK_WEIGHTS.items():
+        variable = getattr(block, name)
+        if variable is None:
+            continue
+        value = keras.ops.convert_to_numpy(variable.value).astype("float32")
+        if how == "transpose":
+            value = value.T
+        elif how == "conv":  # (K, I) -> (I, 1, K)
+            value = value.T[:, None, :]
+        out[prefix + key] = value
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+def xlstm_state_dict(source):
+    """The weights of a built ``MLSTMBlock`` or ``MLSTMStack`` as an official
+    ``xlstm`` state dict (NumPy arrays; ``torch.from_numpy`` each entry for
+    ``module.load_state_dict``): the inverse of ``load_xlstm_weights``.
+
+    Args:
+        source: a built ``MLSTMBlock`` or ``MLSTMStack``.
+
+    Returns:
+        A dict from official parameter names to float32 arrays.
+
+    Raises:
+        ValueError: for any other object.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_mlstm import MLSTMBlock
+    >>> block = MLSTMBlock(num_heads=2)
+    >>> _ = block(np.zeros((1, 3, 16), "float32"))
+    >>> xlstm_state_dict(block)["xlstm.proj_up.weight"].shape
+    (128, 16)
+
+    References:
+        - The official implementation, github.com/NX-AI/xlstm.
+    """
+    out = {}
+    if isinstance(source, MLSTMBlock):
+        _export_block(source, "", out)
+    elif isinstance(source, MLSTMStack):
+        for index, block in enumerate(source.blocks):
+            _export_block(block, f"blocks.{index}.", out)
+        if source.post_norm:
+            out["post_blocks_norm.weight"] = keras.ops.convert_to_numpy(
+                source.post_norm_weight.value
+            ).astype("float32")
+    else:
+        raise ValueError(
+            "`source` must be a built MLSTMBlock or MLSTMStack; received "
+            f"{type(source)}."
+        )
+    return out
+
+
+def _layer_kwargs(layer_config):
+    """MLSTMBlock arguments from an official ``mLSTMLayerConfig``."""
+    multiple = getattr(layer_config, "round_proj_up_to_multiple_of", 64)
+    round_up = getattr(layer_config, "round_proj_up_dim_up", True)
+    if multiple != 64 or not round_up:
+        raise ValueError(
+            "Only the official default rounding of the inner width (up to "
+            "a multiple of 64) is supported; received "
+            f"round_proj_up_to_multiple_of={multiple}, "
+            f"round_proj_up_dim_up={round_up}."
+        )
+    if layer_config.conv1d_kernel_size < 1:
+        raise ValueError(
+            "conv1d_kernel_size=0 (no convolution) is not supported; "
+            f"received {layer_config.conv1d_kernel_size}."
+        )
+    return {
+        "num_heads": layer_config.num_heads,
+        "proj_factor": layer_config.proj_factor,
+        "conv_kernel_size": layer_config.conv1d_kernel_size,
+        "qkv_proj_blocksize": layer_config.qkv_proj_blocksize,
+        "use_bias": bool(layer_config.bias),
+    }
+
+
+def _stack_kwargs(config):
+    """MLSTMStack arguments from an official ``xLSTMBlockStackConfig``."""
+    slstm = list(config.slstm_at) if config.slstm_at else []
+    if slstm or config.mlstm_block is None:
+        raise ValueError(
+            "Only stacks of mLSTM blocks are supported; this one has sLSTM "
+            f"blocks at {slstm or 'every position'}."
+        )
+    kwargs = _layer_kwargs(config.mlstm_block.mlstm)
+    kwargs.pop("use_bias")
+    return dict(
+        kwargs,
+        num_blocks=config.num_blocks,
+        dropout=float(config.dropout),
+        use_bias=bool(config.bias),
+        post_norm=bool(config.add_post_blocks_norm),
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+def from_xlstm(module):
+    """Build the Keras counterpart of an official ``xlstm`` module and load
+    its weights.
+
+    Args:
+        module: an official PyTorch ``mLSTMBlock``, ``xLSTMBlockStack`` (of
+            mLSTM blocks) or ``xLSTMLMModel`` (of mLSTM blocks).
+
+    Returns:
+        An ``MLSTMBlock``, an ``MLSTMStack`` or a language-model
+        ``keras.Model`` (token ids to logits) computing the same function
+        in the current Keras backend, for any sequence length.
+
+    Raises:
+        ValueError: for unsupported modules or configurations (sLSTM
+            blocks, the xLSTM 7B ``xLSTMLarge``, no convolution, other
+            inner-width rounding).
+
+    Example:
+
+    >>> callable(from_xlstm)  # from_xlstm(official_module) -> Keras object
+    True
+
+    References:
+        - The official implementation, github.com/NX-AI/xlstm.
+    """
+    kind = type(module).__name__
+    if kind not in ("mLSTMBlock", "xLSTMBlockStack", "xLSTMLMModel"):
+        raise ValueError(
+            "`module` must be an official xlstm mLSTMBlock, xLSTMBlockStack "
+            f"or xLSTMLMModel; received {kind} (not supported)."
+        )
+    state_dict = module.state_dict()
+    config = module.config
+    if kind == "mLSTMBlock":
+        layer_config = config.mlstm
+        block = MLSTMBlock(
+            num_blocks=layer_config._num_blocks or 1,
+            **_layer_kwargs(layer_config),
+        )
+        block.build((None, None, layer_config.embedding_dim))
+        return load_xlstm_weights(block, state_dict)
+    if kind == "xLSTMBlockStack":
+        stack = MLSTMStack(**_stack_kwargs(config))
+        stack.build((None, None, config.embedding_dim))
+        return load_xlstm_weights(stack, state_dict)
+    # An xLSTMLMModel.
+    kwargs = _stack_kwargs(config)
+    if not kwargs.pop("post_norm"):
+        raise ValueError(
+            "Language models without the post-blocks norm are not "
+            "supported (add_post_blocks_norm=False)."
+        )
+    if kwargs.pop("use_bias"):
+        raise ValueError(
+            "Language models with biased projections (bias=True) are "
+            "not supported; convert the xLSTMBlockStack instead."
+        )
+    model = build_mlstm_model(
+        "language_model",
+        vocab_size=config.vocab_size,
+        embedding_dim=config.embedding_dim,
+        tie_embeddings=bool(config.tie_weights),
+        **kwargs,
+    )
+    return load_xlstm_weights(model, state_dict)
