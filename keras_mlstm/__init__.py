@@ -8,7 +8,9 @@ from keras_mlstm import models
 from keras_mlstm import ops
 from keras_mlstm.layers import MLSTM
 from keras_mlstm.layers import MLSTMBlock
+from keras_mlstm.layers import MLSTMLargeBlock
 from keras_mlstm.layers import ReversibleEmbedding
+from keras_mlstm.layers import SoftCap
 from keras_mlstm.models import MaskedPooling
 from keras_mlstm.models import MLSTMStack
 from keras_mlstm.models import build_mlstm_model
@@ -26,9 +28,11 @@ __version__ = "0.1.0"
 __all__ = [
     "MLSTM",
     "MLSTMBlock",
+    "MLSTMLargeBlock",
     "MLSTMStack",
     "MaskedPooling",
     "ReversibleEmbedding",
+    "SoftCap",
     "build_mlstm_model",
     "from_xlstm",
     "generate",

@@ -250,3 +250,47 @@ def mlstm_block_reference(x, weights, num_heads, blocksize=4, mask=None):
     out = ((h + w["skip"] * x_c) * _silu(z)) @ w["down_kernel"]
     out = x + out * keep[..., None]
     return out, state, padded[:, length:]
+
+
+def _rms_norm(x, weight, eps=1e-6):
+    return x / np.sqrt((x**2).mean(-1, keepdims=True) + eps) * weight
+
+
+def mlstm_large_block_reference(x, weights, num_heads, cap=15.0, mask=None):
+    """The xLSTM 7B block in float64, from the equations of the official
+    ``xlstm.xlstm_large.model`` (and issue #5): RMSNorm, q/k/v/output-gate
+    projections, soft-capped gates, the mLSTM from a zero state, per-head
+    layer norm, ``sigmoid(o) * h`` out-projection, then the RMSNorm SwiGLU
+    feed-forward; both residual. Norm weights multiply directly, epsilon
+    1e-6. Masked steps keep the state and output their input. Returns
+    ``(outputs, (C, n, m))``.
+    """
+    w = {name: np.asarray(a, np.float64) for name, a in weights.items()}
+    x = np.asarray(x, np.float64)
+    batch, length, _ = x.shape
+    keep = np.ones((batch, length), bool) if mask is None else np.asarray(mask)
+    u = _rms_norm(x, w["norm_mlstm_weight"])
+    q, k, v = (u @ w[f"{n}_kernel"] for n in "qkv")
+    o = u @ w["output_gate_kernel"]
+
+    def gate(kind):
+        pre = u @ w[f"{kind}_gate_kernel"] + w[f"{kind}_gate_bias"]
+        return (cap * np.tanh(pre / cap)).transpose(0, 2, 1)
+
+    def heads(a):
+        size = a.shape[-1] // num_heads
+        return a.reshape(batch, length, num_heads, size).transpose(0, 2, 1, 3)
+
+    h, state = mlstm_reference(
+        heads(q), heads(k), heads(v), gate("input"), gate("forget"), mask=keep
+    )
+    mean = h.mean(-1, keepdims=True)
+    var = ((h - mean) ** 2).mean(-1, keepdims=True)
+    h = ((h - mean) / np.sqrt(var + 1e-6)).transpose(0, 2, 1, 3)
+    h = h.reshape(batch, length, -1) * w["head_norm_weight"]
+    branch = (h / (1.0 + np.exp(-o))) @ w["out_kernel"]
+    x = x + branch * keep[..., None]
+    u = _rms_norm(x, w["norm_ffn_weight"])
+    gate_ = u @ w["ffn_gate_kernel"]
+    branch = (_silu(gate_) * (u @ w["ffn_up_kernel"])) @ w["ffn_down_kernel"]
+    return x + branch * keep[..., None], state

@@ -156,3 +156,76 @@ def test_unsupported_modules_and_mismatches_raise():
         load_xlstm_weights(wide, official.state_dict())
     with pytest.raises(ValueError, match="target"):
         load_xlstm_weights(keras.layers.Dense(2), {})
+
+
+def large_config(**kwargs):
+    from xlstm.xlstm_large.model import xLSTMLargeConfig
+
+    args = {
+        "embedding_dim": 64,
+        "num_heads": 2,
+        "num_blocks": 2,
+        "vocab_size": 41,
+        # The official pure-PyTorch kernels (the default ones need Triton).
+        "chunkwise_kernel": "chunkwise--native_autograd",
+        "sequence_kernel": "native_sequence__native",
+        "step_kernel": "native",
+        "mode": "train",
+        "chunk_size": 16,
+        "autocast_kernel_dtype": "float32",
+        # The official layer unpacks (h, state) from its backend, which
+        # returns both only with this set.
+        "return_last_states": True,
+    }
+    args.update(kwargs)
+    return xLSTMLargeConfig(**args)
+
+
+def test_xlstm_7b_language_model_and_generation():
+    from xlstm.xlstm_large.model import xLSTMLarge
+
+    official = perturbed(xLSTMLarge(large_config()))
+    model = from_xlstm(official)
+    assert model.get_layer("mlstm_stack").block_variant == "large"
+    tokens = np.random.default_rng(5).integers(0, 41, size=(2, 32))
+    with torch.no_grad():
+        expected = official(torch.from_numpy(tokens))[0].numpy()
+    assert relative_error(to_numpy(model(tokens)), expected) < 1e-4
+    generated, logits = generate(
+        model, tokens[:, :16], 16, temperature=0, return_logits=True
+    )
+    with torch.no_grad():  # 32 tokens: a multiple of the official chunk
+        full = official(torch.from_numpy(generated))[0].numpy()
+    assert relative_error(logits, full[:, 15:-1]) < 1e-4
+
+
+def test_xlstm_7b_block_and_stack_with_biases():
+    from xlstm.xlstm_large.model import xLSTMLarge
+
+    official = perturbed(xLSTMLarge(large_config(use_bias=True)))
+    x = np.random.default_rng(6).normal(size=(2, 32, 64)).astype("float32")
+    stack = from_xlstm(official.backbone)
+    with torch.no_grad():
+        expected, _ = official.backbone(torch.from_numpy(x))
+    assert relative_error(to_numpy(stack(x)), expected.numpy()) < 1e-4
+    block = from_xlstm(official.backbone.blocks[0])
+    with torch.no_grad():
+        expected, _ = official.backbone.blocks[0](torch.from_numpy(x))
+    assert relative_error(to_numpy(block(x)), expected.numpy()) < 1e-4
+    # And back: our export loads into the official stack.
+    state = {k: torch.from_numpy(v) for k, v in xlstm_state_dict(stack).items()}
+    fresh = xLSTMLarge(large_config(use_bias=True)).backbone.eval()
+    fresh.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        again, _ = fresh(torch.from_numpy(x))
+    assert relative_error(again.numpy(), expected_stack(stack, x)) < 1e-4
+
+
+def expected_stack(stack, x):
+    return to_numpy(stack(x))
+
+
+def test_xlstm_7b_fused_weights_raise():
+    config = large_config(weight_mode="fused")
+    with pytest.raises(ValueError, match="weight_mode"):
+        keras_mlstm.models.convert._large_kwargs(config)

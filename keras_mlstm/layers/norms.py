@@ -23,3 +23,18 @@ def standardize(x, epsilon):
     centered = x - mean
     variance = ops.sum(ops.square(centered), axis=-1, keepdims=True) / size
     return centered / ops.sqrt(variance + epsilon)
+
+
+def rms_normalize(x, epsilon):
+    """``x / sqrt(mean(x^2) + epsilon)`` over the last axis."""
+    size = x.shape[-1]
+    mean_square = ops.sum(ops.square(x), axis=-1, keepdims=True) / size
+    return x / ops.sqrt(mean_square + epsilon)
+
+
+def soft_cap(x, cap):
+    """``cap * tanh(x / cap)``: smoothly bounds ``x`` to ``(-cap, cap)``;
+    identity for ``cap=None``."""
+    if cap is None:
+        return x
+    return cap * ops.tanh(x / cap)

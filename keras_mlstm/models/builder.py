@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mlstm.layers.embedding import ReversibleEmbedding
+from keras_mlstm.layers.soft_cap import SoftCap
 from keras_mlstm.models.stack import MLSTMStack
 
 TASKS = ("language_model", "classification", "regression")
@@ -13,6 +14,7 @@ POOLINGS = ("last", "mean")
 EMBEDDING_NAME = "token_embedding"
 STACK_NAME = "mlstm_stack"
 LM_HEAD_NAME = "lm_head"
+SOFT_CAP_NAME = "logit_soft_cap"
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -98,6 +100,14 @@ def build_mlstm_model(
     form="auto",
     chunk_size=64,
     context_length=None,
+    block_variant="mlstm",
+    use_bias=False,
+    post_norm=True,
+    qk_dim_factor=0.5,
+    v_dim_factor=1.0,
+    ffn_proj_factor=2.6667,
+    gate_soft_cap=15.0,
+    logit_soft_cap=None,
     seed=None,
     name=None,
 ):
@@ -117,8 +127,12 @@ def build_mlstm_model(
         num_classes: for ``"classification"``.
         embedding_dim: the model width D.
         num_blocks, num_heads, proj_factor, conv_kernel_size,
-            qkv_proj_blocksize, dropout, form, chunk_size: for the
-            ``MLSTMStack``.
+            qkv_proj_blocksize, dropout, form, chunk_size, block_variant,
+            use_bias, post_norm, qk_dim_factor, v_dim_factor,
+            ffn_proj_factor, gate_soft_cap: for the ``MLSTMStack``
+            (``block_variant="large"``: xLSTM 7B blocks).
+        logit_soft_cap: language model: None, or soft-cap the logits at
+            this value (``SoftCap``; the xLSTM 7B uses 30).
         tie_embeddings: language model: the logits reuse the embedding
             matrix (``ReversibleEmbedding``); else a separate ``lm_head``.
         pooling: classification: ``"last"`` (last unmasked step) or
@@ -199,6 +213,13 @@ def build_mlstm_model(
         dropout=dropout,
         form=form,
         chunk_size=chunk_size,
+        block_variant=block_variant,
+        use_bias=use_bias,
+        post_norm=post_norm,
+        qk_dim_factor=qk_dim_factor,
+        v_dim_factor=v_dim_factor,
+        ffn_proj_factor=ffn_proj_factor,
+        gate_soft_cap=gate_soft_cap,
         seed=seed,
         name=STACK_NAME,
     )(x)
@@ -209,6 +230,8 @@ def build_mlstm_model(
             outputs = keras.layers.Dense(
                 vocab_size, use_bias=False, name=LM_HEAD_NAME
             )(x)
+        if logit_soft_cap is not None:
+            outputs = SoftCap(logit_soft_cap, name=SOFT_CAP_NAME)(outputs)
     elif task == "classification":
         x = MaskedPooling(pooling, name="pooling")(x)
         outputs = keras.layers.Dense(num_classes, name="classifier")(x)

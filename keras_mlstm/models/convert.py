@@ -1,6 +1,7 @@
 """Weight import from the official PyTorch ``xlstm`` package (PyPI
 ``xlstm``, Apache-2.0): ``mLSTMBlock``, ``xLSTMBlockStack`` and
-``xLSTMLMModel`` made of mLSTM blocks.
+``xLSTMLMModel`` made of mLSTM blocks, and the xLSTM 7B architecture
+``xLSTMLarge`` (``xlstm.xlstm_large``) and its blocks.
 
 Only the state dict and the config's plain attributes are read, so this
 module imports neither ``torch`` nor ``xlstm``.
@@ -10,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_mlstm.layers.block import MLSTMBlock
+from keras_mlstm.layers.large_block import MLSTMLargeBlock
 from keras_mlstm.models.builder import EMBEDDING_NAME
 from keras_mlstm.models.builder import LM_HEAD_NAME
 from keras_mlstm.models.builder import STACK_NAME
@@ -37,6 +39,39 @@ _BLOCK_WEIGHTS = {
     "skip": ("xlstm.learnable_skip", None),
     "down_kernel": ("xlstm.proj_down.weight", "transpose"),
     "down_bias": ("xlstm.proj_down.bias", None),
+}
+
+
+# The same for MLSTMLargeBlock (xlstm_large's mLSTMBlock).
+_LARGE_BLOCK_WEIGHTS = {
+    "norm_mlstm_weight": ("norm_mlstm.weight", None),
+    "q_kernel": ("mlstm_layer.q.weight", "transpose"),
+    "k_kernel": ("mlstm_layer.k.weight", "transpose"),
+    "v_kernel": ("mlstm_layer.v.weight", "transpose"),
+    "output_gate_kernel": ("mlstm_layer.ogate_preact.weight", "transpose"),
+    "input_gate_kernel": ("mlstm_layer.igate_preact.weight", "transpose"),
+    "input_gate_bias": ("mlstm_layer.igate_preact.bias", None),
+    "forget_gate_kernel": ("mlstm_layer.fgate_preact.weight", "transpose"),
+    "forget_gate_bias": ("mlstm_layer.fgate_preact.bias", None),
+    "head_norm_weight": ("mlstm_layer.multihead_norm.weight", None),
+    "out_kernel": ("mlstm_layer.out_proj.weight", "transpose"),
+    "norm_ffn_weight": ("norm_ffn.weight", None),
+    "ffn_gate_kernel": ("ffn.proj_up_gate.weight", "transpose"),
+    "ffn_up_kernel": ("ffn.proj_up.weight", "transpose"),
+    "ffn_down_kernel": ("ffn.proj_down.weight", "transpose"),
+}
+_LARGE_BLOCK_BIASES = {
+    "norm_mlstm": "norm_mlstm.bias",
+    "q": "mlstm_layer.q.bias",
+    "k": "mlstm_layer.k.bias",
+    "v": "mlstm_layer.v.bias",
+    "output_gate": "mlstm_layer.ogate_preact.bias",
+    "head_norm": "mlstm_layer.multihead_norm.bias",
+    "out": "mlstm_layer.out_proj.bias",
+    "norm_ffn": "norm_ffn.bias",
+    "ffn_gate": "ffn.proj_up_gate.bias",
+    "ffn_up": "ffn.proj_up.bias",
+    "ffn_down": "ffn.proj_down.bias",
 }
 
 
@@ -89,17 +124,31 @@ class _Loader:
 
 
 def _load_block(loader, block, prefix):
+    if isinstance(block, MLSTMLargeBlock):
+        for name, (key, how) in _LARGE_BLOCK_WEIGHTS.items():
+            loader.assign(getattr(block, name), prefix + key, how)
+        for name, variable in block.biases.items():
+            loader.assign(variable, prefix + _LARGE_BLOCK_BIASES[name])
+        return
     for name, (key, how) in _BLOCK_WEIGHTS.items():
         variable = getattr(block, name)
         if variable is not None:
             loader.assign(variable, prefix + key, how)
 
 
-def _load_stack(loader, stack, prefix, post_norm_key="post_blocks_norm.weight"):
+def _load_stack(loader, stack, prefix):
     for index, block in enumerate(stack.blocks):
         _load_block(loader, block, f"{prefix}blocks.{index}.")
-    if stack.post_norm:
-        loader.assign(stack.post_norm_weight, prefix + post_norm_key)
+    if not stack.post_norm:
+        return
+    if stack.block_variant == "large":
+        loader.assign(stack.post_norm_weight, prefix + "out_norm.weight")
+        if stack.post_norm_bias is not None:
+            loader.assign(stack.post_norm_bias, prefix + "out_norm.bias")
+    else:
+        loader.assign(
+            stack.post_norm_weight, prefix + "post_blocks_norm.weight"
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -107,10 +156,12 @@ def load_xlstm_weights(target, state_dict):
     """Load an official ``xlstm`` state dict into a built Keras object.
 
     Args:
-        target: a built ``MLSTMBlock`` (from an official ``mLSTMBlock``), a
+        target: a built ``MLSTMBlock`` (from an official ``mLSTMBlock``) or
+            ``MLSTMLargeBlock`` (from ``xlstm_large``'s ``mLSTMBlock``), a
             built ``MLSTMStack`` (from an ``xLSTMBlockStack`` of mLSTM
-            blocks) or a language model from ``build_mlstm_model`` (from an
-            ``xLSTMLMModel``).
+            blocks, or an ``xLSTMLargeBlockStack``) or a language model
+            from ``build_mlstm_model`` (from an ``xLSTMLMModel`` or an
+            ``xLSTMLarge``).
         state_dict: the official module's ``state_dict()`` (torch tensors
             or NumPy arrays).
 
@@ -139,7 +190,7 @@ def load_xlstm_weights(target, state_dict):
           (``xlstm.xlstm_lm_model``, ``xlstm.xlstm_block_stack``).
     """
     loader = _Loader(state_dict)
-    if isinstance(target, MLSTMBlock):
+    if isinstance(target, (MLSTMBlock, MLSTMLargeBlock)):
         _load_block(loader, target, "")
     elif isinstance(target, MLSTMStack):
         _load_stack(loader, target, "")
@@ -153,8 +204,15 @@ def load_xlstm_weights(target, state_dict):
                 "model from build_mlstm_model; received a model with layers "
                 f"{[layer.name for layer in target.layers]}."
             ) from None
-        loader.assign(embedding.embeddings, "token_embedding.weight")
-        _load_stack(loader, stack, "xlstm_block_stack.")
+        if stack.block_variant == "large":  # xLSTMLarge
+            embedding_key, stack_prefix = "embedding.weight", "backbone."
+        else:  # xLSTMLMModel
+            embedding_key, stack_prefix = (
+                "token_embedding.weight",
+                ("xlstm_block_stack."),
+            )
+        loader.assign(embedding.embeddings, embedding_key)
+        _load_stack(loader, stack, stack_prefix)
         try:
             head = target.get_layer(LM_HEAD_NAME)
         except ValueError:
@@ -164,7 +222,7 @@ def load_xlstm_weights(target, state_dict):
         elif "lm_head.weight" in loader.entries:
             if not np.array_equal(
                 loader.entries["lm_head.weight"],
-                loader.entries["token_embedding.weight"],
+                loader.entries[embedding_key],
             ):
                 raise ValueError(
                     "The Keras model ties its output projection to the "
@@ -183,26 +241,36 @@ def load_xlstm_weights(target, state_dict):
 
 
 def _export_block(block, prefix, out):
-    for name, (key, how) in _BLOCK_WEIGHTS.items():
+    def value_of(variable):
+        return keras.ops.convert_to_numpy(variable.value).astype("float32")
+
+    large = isinstance(block, MLSTMLargeBlock)
+    table = _LARGE_BLOCK_WEIGHTS if large else _BLOCK_WEIGHTS
+    for name, (key, how) in table.items():
         variable = getattr(block, name)
         if variable is None:
             continue
-        value = keras.ops.convert_to_numpy(variable.value).astype("float32")
+        value = value_of(variable)
         if how == "transpose":
             value = value.T
         elif how == "conv":  # (K, I) -> (I, 1, K)
             value = value.T[:, None, :]
         out[prefix + key] = value
+    if large:
+        for name, variable in block.biases.items():
+            out[prefix + _LARGE_BLOCK_BIASES[name]] = value_of(variable)
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def xlstm_state_dict(source):
-    """The weights of a built ``MLSTMBlock`` or ``MLSTMStack`` as an official
-    ``xlstm`` state dict (NumPy arrays; ``torch.from_numpy`` each entry for
-    ``module.load_state_dict``): the inverse of ``load_xlstm_weights``.
+    """The weights of a built ``MLSTMBlock``, ``MLSTMLargeBlock`` or
+    ``MLSTMStack`` as an official ``xlstm`` state dict (NumPy arrays;
+    ``torch.from_numpy`` each entry for ``module.load_state_dict``): the
+    inverse of ``load_xlstm_weights``.
 
     Args:
-        source: a built ``MLSTMBlock`` or ``MLSTMStack``.
+        source: a built ``MLSTMBlock``, ``MLSTMLargeBlock`` or
+            ``MLSTMStack``.
 
     Returns:
         A dict from official parameter names to float32 arrays.
@@ -223,18 +291,25 @@ def xlstm_state_dict(source):
         - The official implementation, github.com/NX-AI/xlstm.
     """
     out = {}
-    if isinstance(source, MLSTMBlock):
+    if isinstance(source, (MLSTMBlock, MLSTMLargeBlock)):
         _export_block(source, "", out)
     elif isinstance(source, MLSTMStack):
         for index, block in enumerate(source.blocks):
             _export_block(block, f"blocks.{index}.", out)
         if source.post_norm:
-            out["post_blocks_norm.weight"] = keras.ops.convert_to_numpy(
-                source.post_norm_weight.value
-            ).astype("float32")
+            name = "post_blocks_norm"
+            if source.block_variant == "large":
+                name = "out_norm"
+            for part in ("weight", "bias"):
+                variable = getattr(source, f"post_norm_{part}")
+                if variable is not None:
+                    out[f"{name}.{part}"] = keras.ops.convert_to_numpy(
+                        variable.value
+                    ).astype("float32")
     else:
         raise ValueError(
-            "`source` must be a built MLSTMBlock or MLSTMStack; received "
+            "`source` must be a built MLSTMBlock, MLSTMLargeBlock or "
+            "MLSTMStack; received "
             f"{type(source)}."
         )
     return out
@@ -291,17 +366,20 @@ def from_xlstm(module):
 
     Args:
         module: an official PyTorch ``mLSTMBlock``, ``xLSTMBlockStack`` (of
-            mLSTM blocks) or ``xLSTMLMModel`` (of mLSTM blocks).
+            mLSTM blocks) or ``xLSTMLMModel`` (of mLSTM blocks), or an
+            xLSTM 7B ``xLSTMLarge``, ``xLSTMLargeBlockStack`` or its
+            ``mLSTMBlock`` (``xlstm.xlstm_large.model``).
 
     Returns:
-        An ``MLSTMBlock``, an ``MLSTMStack`` or a language-model
-        ``keras.Model`` (token ids to logits) computing the same function
-        in the current Keras backend, for any sequence length.
+        An ``MLSTMBlock`` / ``MLSTMLargeBlock``, an ``MLSTMStack`` or a
+        language-model ``keras.Model`` (token ids to logits) computing the
+        same function in the current Keras backend, for any sequence
+        length.
 
     Raises:
         ValueError: for unsupported modules or configurations (sLSTM
-            blocks, the xLSTM 7B ``xLSTMLarge``, no convolution, other
-            inner-width rounding).
+            blocks, no convolution, other inner-width rounding, fused
+            xLSTM 7B weights).
 
     Example:
 
@@ -312,6 +390,10 @@ def from_xlstm(module):
         - The official implementation, github.com/NX-AI/xlstm.
     """
     kind = type(module).__name__
+    if kind in ("xLSTMLarge", "xLSTMLargeBlockStack") or (
+        kind == "mLSTMBlock" and hasattr(module, "mlstm_layer")
+    ):
+        return _from_large(module, kind)
     if kind not in ("mLSTMBlock", "xLSTMBlockStack", "xLSTMLMModel"):
         raise ValueError(
             "`module` must be an official xlstm mLSTMBlock, xLSTMBlockStack "
@@ -349,5 +431,60 @@ def from_xlstm(module):
         embedding_dim=config.embedding_dim,
         tie_embeddings=bool(config.tie_weights),
         **kwargs,
+    )
+    return load_xlstm_weights(model, state_dict)
+
+
+def _large_kwargs(config):
+    """MLSTMLargeBlock arguments from an official ``xLSTMLargeConfig``."""
+    if getattr(config, "weight_mode", "single") != "single":
+        raise ValueError(
+            "Only weight_mode='single' xLSTM 7B weights are supported; "
+            f"received weight_mode={config.weight_mode!r}."
+        )
+    if getattr(config, "ffn_round_up_to_multiple_of", 64) != 64:
+        raise ValueError(
+            "Only ffn_round_up_to_multiple_of=64 is supported; received "
+            f"{config.ffn_round_up_to_multiple_of}."
+        )
+    if config.norm_eps != 1e-6:
+        raise ValueError(
+            f"Only norm_eps=1e-6 is supported; received {config.norm_eps}."
+        )
+    return {
+        "num_heads": config.num_heads,
+        "qk_dim_factor": config.qk_dim_factor,
+        "v_dim_factor": config.v_dim_factor,
+        "ffn_proj_factor": config.ffn_proj_factor,
+        "gate_soft_cap": config.gate_soft_cap,
+        "use_bias": bool(config.use_bias),
+    }
+
+
+def _from_large(module, kind):
+    config = module.config
+    kwargs = _large_kwargs(config)
+    state_dict = module.state_dict()
+    if kind == "mLSTMBlock":
+        block = MLSTMLargeBlock(num_blocks=config.num_blocks, **kwargs)
+        block.build((None, None, config.embedding_dim))
+        return load_xlstm_weights(block, state_dict)
+    stack_kwargs = dict(
+        kwargs,
+        num_blocks=config.num_blocks,
+        block_variant="large",
+        post_norm=bool(config.add_out_norm),
+    )
+    if kind == "xLSTMLargeBlockStack":
+        stack = MLSTMStack(**stack_kwargs)
+        stack.build((None, None, config.embedding_dim))
+        return load_xlstm_weights(stack, state_dict)
+    model = build_mlstm_model(
+        "language_model",
+        vocab_size=config.vocab_size,
+        embedding_dim=config.embedding_dim,
+        tie_embeddings=False,
+        logit_soft_cap=config.output_logit_soft_cap,
+        **stack_kwargs,
     )
     return load_xlstm_weights(model, state_dict)

@@ -7,6 +7,7 @@ from keras import ops
 
 from keras_mlstm.models.builder import EMBEDDING_NAME
 from keras_mlstm.models.builder import LM_HEAD_NAME
+from keras_mlstm.models.builder import SOFT_CAP_NAME
 from keras_mlstm.models.builder import STACK_NAME
 
 
@@ -39,7 +40,11 @@ def _layers(model):
         head = model.get_layer(LM_HEAD_NAME)
     except ValueError:
         head = None
-    return embedding, stack, head
+    try:
+        cap = model.get_layer(SOFT_CAP_NAME)
+    except ValueError:
+        cap = None
+    return embedding, stack, head, cap
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -93,7 +98,7 @@ def generate(
         - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
           arXiv:2405.04517, section 2.3 (recurrent form).
     """
-    embedding, stack, head = _layers(model)
+    embedding, stack, head, cap = _layers(model)
     prompt = np.asarray(prompt_tokens)
     if prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError(
@@ -135,9 +140,10 @@ def generate(
         )
 
     def logits_of(hidden):
-        if head is None:
-            return embedding(hidden, reverse=True)
-        return head(hidden)
+        logits = (
+            embedding(hidden, reverse=True) if head is None else head(hidden)
+        )
+        return logits if cap is None else cap(logits)
 
     def run(tokens, states):
         hidden, states = stack(

@@ -1,54 +1,69 @@
 """``MLSTMStack``: ``num_blocks`` mLSTM blocks and a final norm, as the
-official ``xlstm`` package's ``xLSTMBlockStack`` made of mLSTM blocks."""
+official ``xlstm`` package's ``xLSTMBlockStack`` made of mLSTM blocks, or
+its xLSTM 7B ``xLSTMLargeBlockStack``."""
 
 import keras
 from keras import ops
 
-from keras_mlstm.layers.block import BLOCK_STATE_NAMES
 from keras_mlstm.layers.block import NORM_EPSILON
 from keras_mlstm.layers.block import MLSTMBlock
 from keras_mlstm.layers.block import _positive_int
+from keras_mlstm.layers.large_block import MLSTMLargeBlock
+from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import state_dtype
+
+BLOCK_VARIANTS = ("mlstm", "large")
+LARGE_NORM_EPSILON = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class MLSTMStack(keras.layers.Layer):
-    """A stack of ``MLSTMBlock``s followed by a layer norm.
+    """A stack of mLSTM blocks followed by a norm.
 
     Usable as a layer (``model.add(MLSTMStack(4))``) on ``(B, T, D)``
     inputs; D is kept throughout. Any sequence length works
     (``context_length`` is not needed, unlike the official code).
 
+    Two block variants: ``"mlstm"`` (``MLSTMBlock``, the xLSTM paper's
+    block; a final layer norm) and ``"large"`` (``MLSTMLargeBlock``, the
+    xLSTM 7B block; a final RMSNorm).
+
     Args:
         num_blocks: number of blocks.
         num_heads: heads per block. Default 4.
-        proj_factor: the blocks' up-projection factor. Default 2.
-        conv_kernel_size: the blocks' causal convolution width. Default 4.
-        qkv_proj_blocksize: block size of the q, k, v projections.
+        proj_factor: ``"mlstm"``: the up-projection factor. Default 2.
+        conv_kernel_size: ``"mlstm"``: the causal convolution width.
             Default 4.
+        qkv_proj_blocksize: ``"mlstm"``: block size of the q, k, v
+            projections. Default 4.
         use_bias: biases on the blocks' projections. Default False.
-        dropout: dropout rate at the end of every block.
+        dropout: ``"mlstm"``: dropout rate at the end of every block.
         form: how the mLSTM is computed, as ``keras_mlstm.ops.mlstm``.
         chunk_size: chunk length of the chunkwise form. Default 64.
-        post_norm: end with a layer norm (the official
-            ``add_post_blocks_norm``). Default True.
+        post_norm: end with a norm (the official ``add_post_blocks_norm``
+            / ``add_out_norm``). Default True.
+        block_variant: ``"mlstm"`` (default) or ``"large"``.
+        qk_dim_factor, v_dim_factor, ffn_proj_factor, gate_soft_cap:
+            ``"large"``: see ``MLSTMLargeBlock``.
         return_state: also return the blocks' states.
         seed: int seed for initialisers and dropout.
         **kwargs: base layer arguments.
 
     Call arguments:
         inputs: ``(B, T, D)``.
-        initial_state: None or a list with one ``[C, n, m, conv]`` per
-            block (see ``MLSTMBlock``), as returned with ``return_state``.
+        initial_state: None or a list with one block state per block (see
+            ``MLSTMBlock`` / ``MLSTMLargeBlock``), as returned with
+            ``return_state``.
         mask: optional bool ``(B, T)``.
         training: enables dropout.
         return_state: None (the constructor's setting) or a bool.
 
     Returns:
         ``(B, T, D)``, or with ``return_state`` the list
-        ``[outputs, states]`` with ``states`` one ``[C, n, m, conv]`` per
-        block.
+        ``[outputs, states]`` with ``states`` one state per block
+        (``[C, n, m, conv]`` for ``"mlstm"`` blocks, ``[C, n, m]`` for
+        ``"large"`` ones).
 
     Example:
 
@@ -74,33 +89,63 @@ class MLSTMStack(keras.layers.Layer):
         form="auto",
         chunk_size=64,
         post_norm=True,
+        block_variant="mlstm",
+        qk_dim_factor=0.5,
+        v_dim_factor=1.0,
+        ffn_proj_factor=2.6667,
+        gate_soft_cap=15.0,
         return_state=False,
         seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.num_blocks = _positive_int("num_blocks", num_blocks)
-        self.block_config = {
+        if block_variant not in BLOCK_VARIANTS:
+            raise ValueError(
+                f"`block_variant` must be one of {BLOCK_VARIANTS}; received "
+                f"{block_variant!r}."
+            )
+        self.block_variant = block_variant
+        common = {
             "num_heads": num_heads,
-            "proj_factor": proj_factor,
-            "conv_kernel_size": conv_kernel_size,
-            "qkv_proj_blocksize": qkv_proj_blocksize,
             "use_bias": use_bias,
-            "dropout": dropout,
             "form": form,
             "chunk_size": chunk_size,
         }
+        mlstm_only = {
+            "proj_factor": proj_factor,
+            "conv_kernel_size": conv_kernel_size,
+            "qkv_proj_blocksize": qkv_proj_blocksize,
+            "dropout": dropout,
+        }
+        large_only = {
+            "qk_dim_factor": qk_dim_factor,
+            "v_dim_factor": v_dim_factor,
+            "ffn_proj_factor": ffn_proj_factor,
+            "gate_soft_cap": gate_soft_cap,
+        }
+        if block_variant == "large" and dropout:
+            raise ValueError(
+                "`dropout` is not supported by the 'large' (xLSTM 7B) block "
+                f"variant; received dropout={dropout}."
+            )
+        self.block_config = {**common, **mlstm_only, **large_only}
+        block_class = MLSTMBlock
+        block_kwargs = {**common, **mlstm_only}
+        if block_variant == "large":
+            block_class = MLSTMLargeBlock
+            block_kwargs = {**common, **large_only}
         self.post_norm = bool(post_norm)
         self.return_state = return_state
         self.seed = seed
         # Built here, so argument errors surface at construction.
         self.blocks = [
-            MLSTMBlock(
+            block_class(
                 num_blocks=self.num_blocks,
                 seed=None if seed is None else seed + 100 * index,
                 name=f"block_{index}",
                 dtype=self.dtype_policy,
-                **self.block_config,
+                **block_kwargs,
             )
             for index in range(self.num_blocks)
         ]
@@ -115,14 +160,25 @@ class MLSTMStack(keras.layers.Layer):
             )
         for block in self.blocks:
             block.build(input_shape)
-        self.post_norm_weight = None
+        self.post_norm_weight = self.post_norm_bias = None
         if self.post_norm:
+            # The mlstm variant stores its norm scale as 1 + w (w = 0), the
+            # large one as the scale itself, each as its official code.
+            large = self.block_variant == "large"
             self.post_norm_weight = self.add_weight(
-                name="post_norm_weight", shape=(features,), initializer="zeros"
+                name="post_norm_weight",
+                shape=(features,),
+                initializer="ones" if large else "zeros",
             )
+            if large and self.block_config["use_bias"]:
+                self.post_norm_bias = self.add_weight(
+                    name="post_norm_bias",
+                    shape=(features,),
+                    initializer="zeros",
+                )
 
     def get_initial_state(self, batch_size):
-        """The empty state of every block."""
+        """The initial (empty) state of every block."""
         return [block.get_initial_state(batch_size) for block in self.blocks]
 
     def call(
@@ -141,7 +197,7 @@ class MLSTMStack(keras.layers.Layer):
         ):
             raise ValueError(
                 f"`initial_state` must be a list of {self.num_blocks} block "
-                f"states [C, n, m, conv]; received {initial_state!r}."
+                f"states; received {initial_state!r}."
             )
         x = inputs
         states = []
@@ -157,15 +213,22 @@ class MLSTMStack(keras.layers.Layer):
             )
             states.append(state)
         if self.post_norm:
-            dtype = state_dtype(self.compute_dtype)
-            x = ops.cast(
-                standardize(ops.cast(x, dtype), NORM_EPSILON)
-                * (1.0 + ops.cast(self.post_norm_weight, dtype)),
-                self.compute_dtype,
-            )
+            x = self._post_norm(x)
         if return_state:
             return [x, states]
         return x
+
+    def _post_norm(self, x):
+        dtype = state_dtype(self.compute_dtype)
+        x = ops.cast(x, dtype)
+        weight = ops.cast(self.post_norm_weight, dtype)
+        if self.block_variant == "large":
+            x = rms_normalize(x, LARGE_NORM_EPSILON) * weight
+            if self.post_norm_bias is not None:
+                x = x + ops.cast(self.post_norm_bias, dtype)
+        else:
+            x = standardize(x, NORM_EPSILON) * (1.0 + weight)
+        return ops.cast(x, self.compute_dtype)
 
     def compute_output_spec(
         self,
@@ -186,7 +249,8 @@ class MLSTMStack(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None, return_state=None):
         if self.return_state if return_state is None else return_state:
-            return [mask, [[None] * len(BLOCK_STATE_NAMES)] * self.num_blocks]
+            count = 4 if self.block_variant == "mlstm" else 3
+            return [mask, [[None] * count] * self.num_blocks]
         return mask
 
     def get_config(self):
@@ -196,6 +260,7 @@ class MLSTMStack(keras.layers.Layer):
             {
                 "num_blocks": self.num_blocks,
                 "post_norm": self.post_norm,
+                "block_variant": self.block_variant,
                 "return_state": self.return_state,
                 "seed": self.seed,
             }

@@ -1,0 +1,451 @@
+"""The xLSTM 7B block (Beck et al. 2025, arXiv:2503.13427), as the official
+``xlstm`` package's ``xlstm_large`` model (``mLSTMBlock`` of
+``xLSTMLarge``).
+
+Notation: B batch, T time, D embedding width, NH heads, QK = qk_dim_factor
+x D, V = v_dim_factor x D, F the feed-forward width.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_mlstm.layers.block import _positive_int
+from keras_mlstm.layers.norms import rms_normalize
+from keras_mlstm.layers.norms import soft_cap
+from keras_mlstm.layers.norms import standardize
+from keras_mlstm.ops.common import check_options
+from keras_mlstm.ops.common import check_state
+from keras_mlstm.ops.common import state_dtype
+from keras_mlstm.ops.common import static_shape
+from keras_mlstm.ops.resolver import mlstm
+
+
+def round_up(value, multiple):
+    """``value`` rounded up to a multiple of ``multiple`` (the official
+    ``round_up_to_next_multiple_of``)."""
+    return int(((value + multiple - 1) // multiple) * multiple)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+class MLSTMLargeBlock(keras.layers.Layer):
+    """The xLSTM 7B block: an mLSTM layer and a SwiGLU feed-forward, each
+    in a pre-norm (RMSNorm) residual branch.
+
+    For inputs ``x`` of shape ``(B, T, D)``, as the official ``xlstm_large``
+    code:
+
+    - ``u = RMSNorm(x)``; ``q, k = u W_q, u W_k`` (width QK = D / 2),
+      ``v = u W_v`` and the output gate ``o~ = u W_o`` (width V = D);
+    - ``i~, f~ = c tanh((u W_{i,f} + b_{i,f}) / c)``, soft-capped at
+      ``c = gate_soft_cap`` (15), one per head;
+    - ``h = per-head LayerNorm(mlstm(q, k, v, i~, f~))``;
+    - ``x = x + (sigmoid(o~) * h) W_out``;
+    - ``x = x + (silu(RMSNorm(x) W_gate) * (RMSNorm(x) W_up)) W_down``,
+      with F = ``ffn_proj_factor`` x D rounded up to a multiple of 64.
+
+    Norm weights multiply directly (ones at init). Initialisation: small
+    init (normal, std ``sqrt(2 / (5 D))``) for the q, k, v, output-gate and
+    feed-forward input projections, Wang init (std
+    ``2 / num_blocks / sqrt(D)``) for ``W_out`` and ``W_down``, gate kernels
+    zero, forget-gate biases ``linspace(3, 6)`` over heads and input-gate
+    biases -10 (the xLSTM 7B paper's choice, which keeps early input gates
+    small).
+
+    Args:
+        num_heads: mLSTM heads; must divide QK and V. Default 4.
+        qk_dim_factor: QK / D. Default 0.5.
+        v_dim_factor: V / D. Default 1.
+        ffn_proj_factor: F / D before rounding. Default 2.6667.
+        gate_soft_cap: soft cap of the gate pre-activations. Default 15.
+        norm_epsilon: epsilon of every norm. Default 1e-6.
+        use_bias: biases on projections and norms. Default False.
+        num_blocks: blocks in the stack, for the Wang init. Default 1.
+        form: how the mLSTM is computed (as ``keras_mlstm.ops.mlstm``).
+        chunk_size: chunk length of the chunkwise form. Default 64.
+        return_state: also return the mLSTM state ``[C, n, m]``.
+        seed: int seed for the initialisers.
+        **kwargs: base layer arguments.
+
+    Call arguments:
+        inputs: ``(B, T, D)``.
+        initial_state: None (zeros) or ``[C, n, m]``, shapes
+            ``(B, NH, QK / NH, V / NH)``, ``(B, NH, QK / NH)``, ``(B, NH)``.
+        mask: optional bool ``(B, T)``: masked steps leave the state
+            unchanged and output their input.
+        training: unused (no dropout), for Keras.
+        return_state: None (the constructor's) or a bool for this call.
+
+    Returns:
+        ``(B, T, D)``, or ``[outputs, C, n, m]`` with ``return_state``.
+
+    Example:
+
+    >>> import numpy as np
+    >>> block = MLSTMLargeBlock(num_heads=2)
+    >>> tuple(block(np.zeros((1, 5, 32), "float32")).shape)
+    (1, 5, 32)
+
+    References:
+        - Beck et al., "xLSTM 7B: A Recurrent LLM for Fast and Efficient
+          Inference", 2025, arXiv:2503.13427.
+        - The official implementation, ``xlstm.xlstm_large.model``.
+    """
+
+    def __init__(
+        self,
+        num_heads=4,
+        qk_dim_factor=0.5,
+        v_dim_factor=1.0,
+        ffn_proj_factor=2.6667,
+        gate_soft_cap=15.0,
+        norm_epsilon=1e-6,
+        use_bias=False,
+        num_blocks=1,
+        form="auto",
+        chunk_size=64,
+        return_state=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = _positive_int("num_heads", num_heads)
+        for name, value in (
+            ("qk_dim_factor", qk_dim_factor),
+            ("v_dim_factor", v_dim_factor),
+            ("ffn_proj_factor", ffn_proj_factor),
+            ("norm_epsilon", norm_epsilon),
+        ):
+            if not (isinstance(value, (int, float, np.number)) and value > 0):
+                raise ValueError(
+                    f"`{name}` must be a positive number; received {value!r}."
+                )
+        if gate_soft_cap is not None and not gate_soft_cap > 0:
+            raise ValueError(
+                "`gate_soft_cap` must be None or a positive number; "
+                f"received {gate_soft_cap!r}."
+            )
+        self.num_blocks = _positive_int("num_blocks", num_blocks)
+        if isinstance(chunk_size, np.integer):
+            chunk_size = int(chunk_size)
+        check_options("sigmoid", 0.0, chunk_size, form)
+        self.qk_dim_factor = float(qk_dim_factor)
+        self.v_dim_factor = float(v_dim_factor)
+        self.ffn_proj_factor = float(ffn_proj_factor)
+        self.gate_soft_cap = (
+            None if gate_soft_cap is None else float(gate_soft_cap)
+        )
+        self.norm_epsilon = float(norm_epsilon)
+        self.use_bias = bool(use_bias)
+        self.form = form
+        self.chunk_size = int(chunk_size)
+        self.return_state = return_state
+        self.seed = seed
+        self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(ndim=3)
+
+    def _seed(self, offset):
+        return None if self.seed is None else self.seed + offset
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError(
+                "The last axis (features) of the MLSTMLargeBlock input must "
+                f"be known; received input shape {tuple(input_shape)}."
+            )
+        features = int(features)
+        self.embedding_dim = features
+        self.qk_dim = int(features * self.qk_dim_factor)
+        self.v_dim = int(features * self.v_dim_factor)
+        self.ffn_dim = round_up(features * self.ffn_proj_factor, 64)
+        for name, width in (("QK", self.qk_dim), ("V", self.v_dim)):
+            if width < 1 or width % self.num_heads:
+                raise ValueError(
+                    f"`num_heads` ({self.num_heads}) must divide the {name} "
+                    f"width {width} (from {features} features)."
+                )
+        self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
+        small = math.sqrt(2.0 / (5.0 * features))
+        wang = 2.0 / self.num_blocks / math.sqrt(features)
+
+        def kernel(name, shape, std, offset):
+            return self.add_weight(
+                name=name,
+                shape=shape,
+                initializer=keras.initializers.RandomNormal(
+                    stddev=std, seed=self._seed(offset)
+                ),
+            )
+
+        def vector(name, size, initializer, **kwargs):
+            return self.add_weight(
+                name=name, shape=(size,), initializer=initializer, **kwargs
+            )
+
+        self.norm_mlstm_weight = vector("norm_mlstm_weight", features, "ones")
+        self.q_kernel = kernel("q_kernel", (features, self.qk_dim), small, 0)
+        self.k_kernel = kernel("k_kernel", (features, self.qk_dim), small, 1)
+        self.v_kernel = kernel("v_kernel", (features, self.v_dim), small, 2)
+        self.output_gate_kernel = kernel(
+            "output_gate_kernel", (features, self.v_dim), small, 3
+        )
+        # Gates stay float32 under mixed precision (they are exponentiated).
+        self.input_gate_kernel = self.add_weight(
+            name="input_gate_kernel",
+            shape=(features, self.num_heads),
+            initializer="zeros",
+            autocast=False,
+        )
+        self.input_gate_bias = vector(
+            "input_gate_bias",
+            self.num_heads,
+            keras.initializers.Constant(-10.0),
+            autocast=False,
+        )
+        self.forget_gate_kernel = self.add_weight(
+            name="forget_gate_kernel",
+            shape=(features, self.num_heads),
+            initializer="zeros",
+            autocast=False,
+        )
+        self.forget_gate_bias = vector(
+            "forget_gate_bias",
+            self.num_heads,
+            keras.initializers.Constant(
+                np.linspace(3.0, 6.0, self.num_heads).tolist()
+                if self.num_heads > 1
+                else 3.0
+            ),
+            autocast=False,
+        )
+        self.head_norm_weight = vector("head_norm_weight", self.v_dim, "ones")
+        self.out_kernel = kernel("out_kernel", (self.v_dim, features), wang, 4)
+        self.norm_ffn_weight = vector("norm_ffn_weight", features, "ones")
+        self.ffn_gate_kernel = kernel(
+            "ffn_gate_kernel", (features, self.ffn_dim), small, 5
+        )
+        self.ffn_up_kernel = kernel(
+            "ffn_up_kernel", (features, self.ffn_dim), small, 6
+        )
+        self.ffn_down_kernel = kernel(
+            "ffn_down_kernel", (self.ffn_dim, features), wang, 7
+        )
+        self.biases = {}
+        if self.use_bias:
+            for name, size in (
+                ("norm_mlstm", features),
+                ("q", self.qk_dim),
+                ("k", self.qk_dim),
+                ("v", self.v_dim),
+                ("output_gate", self.v_dim),
+                ("head_norm", self.v_dim),
+                ("out", features),
+                ("norm_ffn", features),
+                ("ffn_gate", self.ffn_dim),
+                ("ffn_up", self.ffn_dim),
+                ("ffn_down", features),
+            ):
+                self.biases[name] = vector(f"{name}_bias", size, "zeros")
+
+    def state_shapes(self, batch):
+        """Shapes of ``[C, n, m]`` for a batch of ``batch``."""
+        heads = self.num_heads
+        dk, dv = self.qk_dim // heads, self.v_dim // heads
+        return [(batch, heads, dk, dv), (batch, heads, dk), (batch, heads)]
+
+    def _bias(self, x, name):
+        bias = self.biases.get(name)
+        return x if bias is None else x + bias
+
+    def _norm(self, x, weight, name):
+        dtype = state_dtype(self.compute_dtype)
+        x = rms_normalize(ops.cast(x, dtype), self.norm_epsilon)
+        x = ops.cast(x, self.compute_dtype) * weight
+        return self._bias(x, name)
+
+    def _heads(self, x):
+        """(B, T, W) -> (B, NH, T, W / NH)."""
+        shape = ops.shape(x)
+        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, -1))
+        return ops.transpose(x, (0, 2, 1, 3))
+
+    def call(
+        self,
+        inputs,
+        initial_state=None,
+        mask=None,
+        training=None,
+        return_state=None,
+    ):
+        if return_state is None:
+            return_state = self.return_state
+        self._check_call(inputs, initial_state, mask)
+        dtype = state_dtype(self.compute_dtype)
+        if mask is not None:
+            mask = ops.cast(mask, "bool")
+
+        u = self._norm(inputs, self.norm_mlstm_weight, "norm_mlstm")
+        q = self._bias(ops.einsum("btd,de->bte", u, self.q_kernel), "q")
+        k = self._bias(ops.einsum("btd,de->bte", u, self.k_kernel), "k")
+        v = self._bias(ops.einsum("btd,de->bte", u, self.v_kernel), "v")
+        o = self._bias(
+            ops.einsum("btd,de->bte", u, self.output_gate_kernel),
+            "output_gate",
+        )
+        u_gates = ops.cast(u, dtype)
+        input_gate = soft_cap(
+            ops.einsum(
+                "btd,dh->bht", u_gates, ops.cast(self.input_gate_kernel, dtype)
+            )
+            + ops.cast(self.input_gate_bias, dtype)[:, None],
+            self.gate_soft_cap,
+        )
+        forget_gate = soft_cap(
+            ops.einsum(
+                "btd,dh->bht", u_gates, ops.cast(self.forget_gate_kernel, dtype)
+            )
+            + ops.cast(self.forget_gate_bias, dtype)[:, None],
+            self.gate_soft_cap,
+        )
+        h, state = mlstm(
+            self._heads(q),
+            self._heads(k),
+            self._heads(v),
+            input_gate,
+            forget_gate,
+            initial_state=None
+            if initial_state is None
+            else tuple(initial_state),
+            mask=mask,
+            form=self.form,
+            chunk_size=self.chunk_size,
+            return_state=True,
+        )  # (B, NH, T, V / NH)
+        h = standardize(ops.cast(h, dtype), self.norm_epsilon)
+        h = ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(o))
+        h = ops.cast(h, self.compute_dtype) * self.head_norm_weight
+        h = self._bias(h, "head_norm")
+        branch = ops.einsum("bte,ed->btd", ops.sigmoid(o) * h, self.out_kernel)
+        branch = self._bias(branch, "out")
+        if mask is not None:
+            branch = ops.where(mask[..., None], branch, 0.0)
+        x = inputs + branch
+
+        u = self._norm(x, self.norm_ffn_weight, "norm_ffn")
+        gate = self._bias(
+            ops.einsum("btd,df->btf", u, self.ffn_gate_kernel), "ffn_gate"
+        )
+        up = self._bias(
+            ops.einsum("btd,df->btf", u, self.ffn_up_kernel), "ffn_up"
+        )
+        branch = ops.einsum(
+            "btf,fd->btd", ops.silu(gate) * up, self.ffn_down_kernel
+        )
+        branch = self._bias(branch, "ffn_down")
+        if mask is not None:
+            branch = ops.where(mask[..., None], branch, 0.0)
+        outputs = x + branch
+        if return_state:
+            return [outputs, *state]
+        return outputs
+
+    def _check_call(self, inputs, initial_state, mask):
+        shape = static_shape(inputs)
+        if len(shape) != 3:
+            raise ValueError(
+                "MLSTMLargeBlock expects inputs of rank 3, (batch, time, "
+                f"features); received shape {shape}."
+            )
+        if shape[-1] is not None and shape[-1] != self.embedding_dim:
+            raise ValueError(
+                f"MLSTMLargeBlock was built for {self.embedding_dim} "
+                f"features; received inputs of shape {shape}."
+            )
+        if mask is not None:
+            mask_shape = static_shape(mask)
+            if len(mask_shape) != 2 or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(mask_shape, shape[:2], strict=True)
+            ):
+                raise ValueError(
+                    f"`mask` must have shape (batch, time) = {shape[:2]}; "
+                    f"received shape {mask_shape}."
+                )
+        if initial_state is not None:
+            if not isinstance(initial_state, (list, tuple)):
+                raise ValueError(
+                    "`initial_state` must be the list [C, n, m]; received "
+                    f"{type(initial_state)}."
+                )
+            dims = {
+                "B": shape[0],
+                "NH": self.num_heads,
+                "DK": self.qk_dim // self.num_heads,
+                "DV": self.v_dim // self.num_heads,
+            }
+            check_state(
+                tuple(initial_state),
+                dims,
+                state_dtype(self.compute_dtype),
+                "initial_state",
+            )
+
+    def get_initial_state(self, batch_size):
+        """The zero state ``[C, n, m]`` (``m = 0``, as ``mlstm_kernels``)."""
+        dtype = state_dtype(self.compute_dtype)
+        return [ops.zeros(s, dtype) for s in self.state_shapes(batch_size)]
+
+    def compute_output_shape(
+        self, input_shape, initial_state_shape=None, return_state=None
+    ):
+        if self.return_state if return_state is None else return_state:
+            return (tuple(input_shape), *self.state_shapes(input_shape[0]))
+        return tuple(input_shape)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        initial_state=None,
+        mask=None,
+        training=None,
+        return_state=None,
+    ):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not (self.return_state if return_state is None else return_state):
+            return outputs
+        if not self.built:
+            self.build(inputs.shape)
+        dtype = state_dtype(self.compute_dtype)
+        states = [
+            keras.KerasTensor(s, dtype=dtype)
+            for s in self.state_shapes(inputs.shape[0])
+        ]
+        return [outputs, *states]
+
+    def compute_mask(self, inputs, mask=None, return_state=None):
+        if self.return_state if return_state is None else return_state:
+            return [mask, None, None, None]
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "qk_dim_factor": self.qk_dim_factor,
+                "v_dim_factor": self.v_dim_factor,
+                "ffn_proj_factor": self.ffn_proj_factor,
+                "gate_soft_cap": self.gate_soft_cap,
+                "norm_epsilon": self.norm_epsilon,
+                "use_bias": self.use_bias,
+                "num_blocks": self.num_blocks,
+                "form": self.form,
+                "chunk_size": self.chunk_size,
+                "return_state": self.return_state,
+                "seed": self.seed,
+            }
+        )
+        return config
