@@ -35,6 +35,17 @@ def test_benchmark_runs_and_writes_json(tmp_path):
             "layer",
             "decode",
             "flops",
+            "step",
+            "memory",
+            "--memory-lengths",
+            "8",
+            "32",
+            "--step-repeats",
+            "2",
+            "--step-tokens",
+            "3",
+            "--plot",
+            str(tmp_path / "bench.png"),
             "--flops-units",
             "16",
             "--flops-length",
@@ -74,3 +85,20 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     layer = [row for row in saved["rows"] if row["suite"] == "layer"][0]
     for kind in ("MLSTM", "LSTM", "MultiHeadAttention"):
         assert layer[kind]["tokens_per_s"] > 0
+    step = [row for row in saved["rows"] if row["suite"] == "step"][0]
+    # The official step kernels are installed with the test requirements.
+    assert step["ratio_call"] > 0 and step["ratio_loop"] > 0
+    memory = [row for row in saved["rows"] if row["suite"] == "memory"]
+    assert [row["length"] for row in memory] == [8, 32]
+    for row in memory:
+        peak = row["first_step"]["peak_rss_increase_bytes"]
+        assert peak is not None and peak > 0
+    assert "bytes_per_extra_token" in memory[1]["first_step"]
+    # The plot is a PNG, and it can be redrawn from the saved report.
+    png = (tmp_path / "bench.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+    again = tmp_path / "again.png"
+    benchmark.main(
+        ["--plot", str(again), "--from-reports", str(out), str(out)]
+    )
+    assert again.read_bytes().startswith(b"\x89PNG")

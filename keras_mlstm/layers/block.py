@@ -12,15 +12,19 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mlstm.layers.base import RecurrentBlock
+from keras_mlstm.layers.base import check_mask
+from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import NEG_LOG_WEIGHT
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import state_dtype
-from keras_mlstm.ops.common import static_shape
 from keras_mlstm.ops.resolver import mlstm
 
 NORM_EPSILON = 1e-5
-BLOCK_STATE_NAMES = ("C", "n", "m", "conv")
 
 
 def inner_width(embedding_dim, proj_factor, multiple_of=64):
@@ -44,7 +48,7 @@ def _positive_int(name, value, minimum=1):
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class MLSTMBlock(keras.layers.Layer):
+class MLSTMBlock(RecurrentBlock):
     """The mLSTM block of xLSTM: a pre-norm residual block around an mLSTM.
 
     For inputs ``x`` of shape ``(B, T, D)`` it computes, as the official
@@ -173,16 +177,8 @@ class MLSTMBlock(keras.layers.Layer):
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
-    def _seed(self, offset):
-        return None if self.seed is None else self.seed + offset
-
     def build(self, input_shape):
-        features = input_shape[-1]
-        if features is None:
-            raise ValueError(
-                "The last axis (features) of the MLSTMBlock input must be "
-                f"known; received input shape {tuple(input_shape)}."
-            )
+        features = known_features("MLSTMBlock", input_shape)
         self.embedding_dim = int(features)
         inner = inner_width(self.embedding_dim, self.proj_factor)
         if inner % self.num_heads:
@@ -297,14 +293,19 @@ class MLSTMBlock(keras.layers.Layer):
                 name="down_bias", shape=(features,), initializer="zeros"
             )
 
-    def state_shapes(self, batch):
-        """Shapes of ``[C, n, m, conv]`` for a batch of ``batch``."""
+    def state_specs(self, batch):
+        """``(name, shape, dtype)`` of ``[C, n, m, conv]`` for ``batch``."""
         heads, size = self.num_heads, self.head_size
+        dtype = state_dtype(self.compute_dtype)
         return [
-            (batch, heads, size, size),
-            (batch, heads, size),
-            (batch, heads),
-            (batch, self.conv_kernel_size - 1, self.inner_dim),
+            ("C", (batch, heads, size, size), dtype),
+            ("n", (batch, heads, size), dtype),
+            ("m", (batch, heads), dtype),
+            (
+                "conv",
+                (batch, self.conv_kernel_size - 1, self.inner_dim),
+                keras.backend.standardize_dtype(self.compute_dtype),
+            ),
         ]
 
     def get_initial_state(self, batch_size):
@@ -312,14 +313,10 @@ class MLSTMBlock(keras.layers.Layer):
         ``n = 0``, the stabiliser of an empty memory ``m = -1e30``
         (``-inf``, the official parallel form's convention) and a zero
         convolution window of ``K - 1`` steps."""
-        dtype = state_dtype(self.compute_dtype)
-        shapes = self.state_shapes(batch_size)
-        return [
-            ops.zeros(shapes[0], dtype),
-            ops.zeros(shapes[1], dtype),
-            ops.full(shapes[2], NEG_LOG_WEIGHT, dtype),
-            ops.zeros(shapes[3], self.compute_dtype),
-        ]
+        specs = self.state_specs(batch_size)
+        state = [ops.zeros(shape, dtype) for _, shape, dtype in specs]
+        state[2] = ops.full(specs[2][1], NEG_LOG_WEIGHT, specs[2][2])
+        return state
 
     def call(
         self,
@@ -331,8 +328,7 @@ class MLSTMBlock(keras.layers.Layer):
     ):
         """See the class docstring; ``return_state`` (None: the
         constructor's) overrides the constructor's choice for one call."""
-        if return_state is None:
-            return_state = self.return_state
+        return_state = self.wants_state(return_state)
         self._check_call(inputs, initial_state, mask)
         dtype = state_dtype(self.compute_dtype)
         batch = ops.shape(inputs)[0]
@@ -386,10 +382,11 @@ class MLSTMBlock(keras.layers.Layer):
             + ops.cast(self.forget_gate_bias, dtype)[:, None]
         )  # (B, NH, T)
 
+        heads = self.num_heads
         h, state = mlstm(
-            self._to_heads(q),
-            self._to_heads(k),
-            self._to_heads(v),
+            to_heads(q, heads),
+            to_heads(k, heads),
+            to_heads(v, heads),
             input_gate,
             forget_gate,
             initial_state=tuple(initial_state[:3]),
@@ -399,7 +396,7 @@ class MLSTMBlock(keras.layers.Layer):
             return_state=True,
         )  # h (B, NH, T, DH)
         h = standardize(ops.cast(h, dtype), NORM_EPSILON)
-        h = ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(x_c))
+        h = from_heads(h, x_c)
         h = h * (1.0 + ops.cast(self.head_norm_weight, dtype))
         h = ops.cast(h, self.compute_dtype)  # (B, T, I)
         h = (h + self.skip * x_c) * ops.silu(z)
@@ -428,104 +425,12 @@ class MLSTMBlock(keras.layers.Layer):
         x = ops.reshape(x, shape)
         return x if bias is None else x + bias
 
-    def _to_heads(self, x):
-        """(B, T, I) -> (B, NH, T, DH)."""
-        shape = ops.shape(x)
-        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_size))
-        return ops.transpose(x, (0, 2, 1, 3))
-
     def _check_call(self, inputs, initial_state, mask):
         """Raise ValueError on malformed inputs, before any computation."""
-        shape = static_shape(inputs)
-        if len(shape) != 3:
-            raise ValueError(
-                "MLSTMBlock expects inputs of rank 3, (batch, time, "
-                f"features); received shape {shape}."
-            )
-        if shape[-1] is not None and shape[-1] != self.embedding_dim:
-            raise ValueError(
-                f"MLSTMBlock was built for {self.embedding_dim} features; "
-                f"received inputs of shape {shape}."
-            )
-        if shape[1] == 0:
-            raise ValueError(
-                "MLSTMBlock inputs need at least one time step; received "
-                f"shape {shape}."
-            )
-        if mask is not None:
-            mask_shape = static_shape(mask)
-            if len(mask_shape) != 2 or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(mask_shape, shape[:2], strict=True)
-            ):
-                raise ValueError(
-                    f"`mask` must have shape (batch, time) = {shape[:2]}; "
-                    f"received shape {mask_shape}."
-                )
-        if initial_state is None:
-            return
-        if not isinstance(initial_state, (list, tuple)) or len(
-            initial_state
-        ) != len(BLOCK_STATE_NAMES):
-            raise ValueError(
-                "`initial_state` must be the list [C, n, m, conv] with shapes "
-                f"{self.state_shapes(shape[0])}; received {initial_state!r}."
-            )
-        dtypes = [state_dtype(self.compute_dtype)] * 3
-        dtypes.append(keras.backend.standardize_dtype(self.compute_dtype))
-        for name, tensor, expected, dtype in zip(
-            BLOCK_STATE_NAMES,
-            initial_state,
-            self.state_shapes(shape[0]),
-            dtypes,
-            strict=True,
-        ):
-            got = static_shape(tensor)
-            if len(got) != len(expected) or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(got, expected, strict=True)
-            ):
-                raise ValueError(
-                    f"`initial_state[{name}]` must have shape {expected}; "
-                    f"received shape {got}."
-                )
-            got_dtype = keras.backend.standardize_dtype(tensor.dtype)
-            if got_dtype != dtype:
-                raise ValueError(
-                    f"`initial_state[{name}]` must have dtype {dtype}; "
-                    f"received dtype {got_dtype}."
-                )
-
-    def compute_output_shape(
-        self, input_shape, initial_state_shape=None, return_state=None
-    ):
-        if self.return_state if return_state is None else return_state:
-            return (tuple(input_shape), *self.state_shapes(input_shape[0]))
-        return tuple(input_shape)
-
-    def compute_output_spec(
-        self,
-        inputs,
-        initial_state=None,
-        mask=None,
-        training=None,
-        return_state=None,
-    ):
-        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not (self.return_state if return_state is None else return_state):
-            return outputs
-        if not self.built:
-            self.build(inputs.shape)
-        dtype = state_dtype(self.compute_dtype)
-        shapes = self.state_shapes(inputs.shape[0])
-        states = [keras.KerasTensor(s, dtype=dtype) for s in shapes[:3]]
-        states.append(keras.KerasTensor(shapes[3], dtype=self.compute_dtype))
-        return [outputs, *states]
-
-    def compute_mask(self, inputs, mask=None, return_state=None):
-        if self.return_state if return_state is None else return_state:
-            return [mask, None, None, None, None]
-        return mask
+        shape = check_sequence_inputs("MLSTMBlock", inputs, self.embedding_dim)
+        check_mask(mask, shape)
+        if initial_state is not None:
+            self.check_initial_state(initial_state, shape[0])
 
     def get_config(self):
         config = super().get_config()

@@ -12,14 +12,18 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mlstm.layers.base import RecurrentBlock
+from keras_mlstm.layers.base import check_mask
+from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.block import _positive_int
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import soft_cap
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import check_options
-from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import state_dtype
-from keras_mlstm.ops.common import static_shape
 from keras_mlstm.ops.resolver import mlstm
 
 
@@ -30,7 +34,7 @@ def round_up(value, multiple):
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class MLSTMLargeBlock(keras.layers.Layer):
+class MLSTMLargeBlock(RecurrentBlock):
     """The xLSTM 7B block: an mLSTM layer and a SwiGLU feed-forward, each
     in a pre-norm (RMSNorm) residual branch.
 
@@ -146,16 +150,8 @@ class MLSTMLargeBlock(keras.layers.Layer):
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
-    def _seed(self, offset):
-        return None if self.seed is None else self.seed + offset
-
     def build(self, input_shape):
-        features = input_shape[-1]
-        if features is None:
-            raise ValueError(
-                "The last axis (features) of the MLSTMLargeBlock input must "
-                f"be known; received input shape {tuple(input_shape)}."
-            )
+        features = known_features("MLSTMLargeBlock", input_shape)
         features = int(features)
         self.embedding_dim = features
         self.qk_dim = int(features * self.qk_dim_factor)
@@ -250,11 +246,16 @@ class MLSTMLargeBlock(keras.layers.Layer):
             ):
                 self.biases[name] = vector(f"{name}_bias", size, "zeros")
 
-    def state_shapes(self, batch):
-        """Shapes of ``[C, n, m]`` for a batch of ``batch``."""
+    def state_specs(self, batch):
+        """``(name, shape, dtype)`` of ``[C, n, m]`` for ``batch``."""
         heads = self.num_heads
         dk, dv = self.qk_dim // heads, self.v_dim // heads
-        return [(batch, heads, dk, dv), (batch, heads, dk), (batch, heads)]
+        dtype = state_dtype(self.compute_dtype)
+        return [
+            ("C", (batch, heads, dk, dv), dtype),
+            ("n", (batch, heads, dk), dtype),
+            ("m", (batch, heads), dtype),
+        ]
 
     def _bias(self, x, name):
         bias = self.biases.get(name)
@@ -266,12 +267,6 @@ class MLSTMLargeBlock(keras.layers.Layer):
         x = ops.cast(x, self.compute_dtype) * weight
         return self._bias(x, name)
 
-    def _heads(self, x):
-        """(B, T, W) -> (B, NH, T, W / NH)."""
-        shape = ops.shape(x)
-        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, -1))
-        return ops.transpose(x, (0, 2, 1, 3))
-
     def call(
         self,
         inputs,
@@ -280,8 +275,7 @@ class MLSTMLargeBlock(keras.layers.Layer):
         training=None,
         return_state=None,
     ):
-        if return_state is None:
-            return_state = self.return_state
+        return_state = self.wants_state(return_state)
         self._check_call(inputs, initial_state, mask)
         dtype = state_dtype(self.compute_dtype)
         if mask is not None:
@@ -311,9 +305,9 @@ class MLSTMLargeBlock(keras.layers.Layer):
             self.gate_soft_cap,
         )
         h, state = mlstm(
-            self._heads(q),
-            self._heads(k),
-            self._heads(v),
+            to_heads(q, self.num_heads),
+            to_heads(k, self.num_heads),
+            to_heads(v, self.num_heads),
             input_gate,
             forget_gate,
             initial_state=None
@@ -325,7 +319,7 @@ class MLSTMLargeBlock(keras.layers.Layer):
             return_state=True,
         )  # (B, NH, T, V / NH)
         h = standardize(ops.cast(h, dtype), self.norm_epsilon)
-        h = ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(o))
+        h = from_heads(h, o)
         h = ops.cast(h, self.compute_dtype) * self.head_norm_weight
         h = self._bias(h, "head_norm")
         branch = ops.einsum("bte,ed->btd", ops.sigmoid(o) * h, self.out_kernel)
@@ -353,82 +347,20 @@ class MLSTMLargeBlock(keras.layers.Layer):
         return outputs
 
     def _check_call(self, inputs, initial_state, mask):
-        shape = static_shape(inputs)
-        if len(shape) != 3:
-            raise ValueError(
-                "MLSTMLargeBlock expects inputs of rank 3, (batch, time, "
-                f"features); received shape {shape}."
-            )
-        if shape[-1] is not None and shape[-1] != self.embedding_dim:
-            raise ValueError(
-                f"MLSTMLargeBlock was built for {self.embedding_dim} "
-                f"features; received inputs of shape {shape}."
-            )
-        if mask is not None:
-            mask_shape = static_shape(mask)
-            if len(mask_shape) != 2 or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(mask_shape, shape[:2], strict=True)
-            ):
-                raise ValueError(
-                    f"`mask` must have shape (batch, time) = {shape[:2]}; "
-                    f"received shape {mask_shape}."
-                )
+        """Raise ValueError on malformed inputs, before any computation."""
+        shape = check_sequence_inputs(
+            "MLSTMLargeBlock", inputs, self.embedding_dim
+        )
+        check_mask(mask, shape)
         if initial_state is not None:
-            if not isinstance(initial_state, (list, tuple)):
-                raise ValueError(
-                    "`initial_state` must be the list [C, n, m]; received "
-                    f"{type(initial_state)}."
-                )
-            dims = {
-                "B": shape[0],
-                "NH": self.num_heads,
-                "DK": self.qk_dim // self.num_heads,
-                "DV": self.v_dim // self.num_heads,
-            }
-            check_state(
-                tuple(initial_state),
-                dims,
-                state_dtype(self.compute_dtype),
-                "initial_state",
-            )
+            self.check_initial_state(initial_state, shape[0])
 
     def get_initial_state(self, batch_size):
         """The zero state ``[C, n, m]`` (``m = 0``, as ``mlstm_kernels``)."""
-        dtype = state_dtype(self.compute_dtype)
-        return [ops.zeros(s, dtype) for s in self.state_shapes(batch_size)]
-
-    def compute_output_shape(
-        self, input_shape, initial_state_shape=None, return_state=None
-    ):
-        if self.return_state if return_state is None else return_state:
-            return (tuple(input_shape), *self.state_shapes(input_shape[0]))
-        return tuple(input_shape)
-
-    def compute_output_spec(
-        self,
-        inputs,
-        initial_state=None,
-        mask=None,
-        training=None,
-        return_state=None,
-    ):
-        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not (self.return_state if return_state is None else return_state):
-            return outputs
-        if not self.built:
-            self.build(inputs.shape)
-        dtype = state_dtype(self.compute_dtype)
-        states = [
-            keras.KerasTensor(s, dtype=dtype)
-            for s in self.state_shapes(inputs.shape[0])
+        return [
+            ops.zeros(shape, dtype)
+            for _, shape, dtype in self.state_specs(batch_size)
         ]
-        return [outputs, *states]
-
-    def compute_mask(self, inputs, mask=None, return_state=None):
-        if self.return_state if return_state is None else return_state:
-            return [mask, None, None, None]
-        return mask
 
     def get_config(self):
         config = super().get_config()

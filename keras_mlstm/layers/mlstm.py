@@ -9,11 +9,14 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mlstm.layers.base import check_mask
+from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import state_dtype
-from keras_mlstm.ops.common import static_shape
 from keras_mlstm.ops.resolver import mlstm
 
 HEAD_NORM_EPSILON = 1e-5
@@ -208,12 +211,7 @@ class MLSTM(keras.layers.Layer):
         self.states = None
 
     def build(self, input_shape):
-        features = input_shape[-1]
-        if features is None:
-            raise ValueError(
-                "The last axis (features) of the MLSTM input must be known; "
-                f"received input shape {tuple(input_shape)}."
-            )
+        features = known_features("MLSTM", input_shape)
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
         self.kernel = self.add_weight(
             name="kernel",
@@ -321,9 +319,9 @@ class MLSTM(keras.layers.Layer):
         forget_gate = forget_gate + ops.cast(self.forget_gate_bias, dtype)
 
         h, state = mlstm(
-            self._to_heads(q),
-            self._to_heads(k),
-            self._to_heads(v),
+            to_heads(q, self.num_heads),
+            to_heads(k, self.num_heads),
+            to_heads(v, self.num_heads),
             ops.transpose(input_gate, (0, 2, 1)),
             ops.transpose(forget_gate, (0, 2, 1)),
             initial_state=None
@@ -465,12 +463,6 @@ class MLSTM(keras.layers.Layer):
             (batch, heads),
         ]
 
-    def _to_heads(self, x):
-        """(B, T, U) -> (B, NH, T, DH)."""
-        shape = ops.shape(x)
-        x = ops.reshape(x, (shape[0], shape[1], self.num_heads, self.head_size))
-        return ops.transpose(x, (0, 2, 1, 3))
-
     def _normalize_heads(self, h):
         """Layer norm over each head's DH features, learnable scale."""
         dtype = state_dtype(self.compute_dtype)
@@ -516,23 +508,8 @@ class MLSTM(keras.layers.Layer):
 
     def _check_call(self, inputs, initial_state, mask):
         """Raise ValueError on malformed inputs, before any computation."""
-        shape = static_shape(inputs)
-        if len(shape) != 3:
-            raise ValueError(
-                "MLSTM expects inputs of rank 3, (batch, time, features); "
-                f"received shape {shape}."
-            )
         built = self.kernel.shape[0]
-        if shape[-1] is not None and shape[-1] != built:
-            raise ValueError(
-                f"MLSTM was built for {built} input features; received "
-                f"inputs of shape {shape} with {shape[-1]}."
-            )
-        if shape[1] == 0:
-            raise ValueError(
-                f"MLSTM inputs need at least one time step; received shape "
-                f"{shape}."
-            )
+        shape = check_sequence_inputs("MLSTM", inputs, built)
         dims = {
             "B": shape[0],
             "NH": self.num_heads,
@@ -547,16 +524,7 @@ class MLSTM(keras.layers.Layer):
                     f"received inputs of shape {shape}. Feed batches of "
                     f"{batch}, or rebuild the layer."
                 )
-        if mask is not None:
-            mask_shape = static_shape(mask)
-            if len(mask_shape) != 2 or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(mask_shape, shape[:2], strict=True)
-            ):
-                raise ValueError(
-                    f"`mask` must have shape (batch, time) = {shape[:2]}; "
-                    f"received shape {mask_shape}."
-                )
+        check_mask(mask, shape)
         if initial_state is not None:
             if not isinstance(initial_state, (list, tuple)):
                 raise ValueError(

@@ -249,7 +249,7 @@ class MLSTMStack(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None, return_state=None):
         if self.return_state if return_state is None else return_state:
-            count = 4 if self.block_variant == "mlstm" else 3
+            count = len(self.blocks[0].state_specs(None))
             return [mask, [[None] * count] * self.num_blocks]
         return mask
 

@@ -1,0 +1,149 @@
+"""Pieces the layers share: input checks, head reshapes, and the plumbing
+of a recurrent block (its state, ``return_state``, symbolic outputs)."""
+
+import keras
+from keras import ops
+
+from keras_mlstm.ops.common import static_shape
+
+
+def check_sequence_inputs(name, inputs, features):
+    """Raise ValueError unless ``inputs`` is ``(B, T >= 1, features)``;
+    return its static shape."""
+    shape = static_shape(inputs)
+    if len(shape) != 3:
+        raise ValueError(
+            f"{name} expects inputs of rank 3, (batch, time, features); "
+            f"received shape {shape}."
+        )
+    if shape[-1] is not None and shape[-1] != features:
+        raise ValueError(
+            f"{name} was built for {features} input features; received "
+            f"inputs of shape {shape}."
+        )
+    if shape[1] == 0:
+        raise ValueError(
+            f"{name} inputs need at least one time step; received shape "
+            f"{shape}."
+        )
+    return shape
+
+
+def known_features(name, input_shape):
+    """The last axis of ``input_shape``, which must be known to build."""
+    features = input_shape[-1]
+    if features is None:
+        raise ValueError(
+            f"The last axis (features) of the {name} input must be known; "
+            f"received input shape {tuple(input_shape)}."
+        )
+    return int(features)
+
+
+def check_mask(mask, shape):
+    """Raise ValueError unless ``mask`` is None or ``(B, T)`` of ``shape``."""
+    if mask is None:
+        return
+    mask_shape = static_shape(mask)
+    if len(mask_shape) != 2 or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(mask_shape, shape[:2], strict=True)
+    ):
+        raise ValueError(
+            f"`mask` must have shape (batch, time) = {tuple(shape[:2])}; "
+            f"received shape {mask_shape}."
+        )
+
+
+def to_heads(x, num_heads):
+    """``(B, T, W)`` -> ``(B, NH, T, W / NH)``."""
+    shape = ops.shape(x)
+    x = ops.reshape(x, (shape[0], shape[1], num_heads, -1))
+    return ops.transpose(x, (0, 2, 1, 3))
+
+
+def from_heads(h, like):
+    """``(B, NH, T, DH)`` -> the shape of ``like``, ``(B, T, NH * DH)``."""
+    return ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(like))
+
+
+class RecurrentBlock(keras.layers.Layer):
+    """Base of the blocks: a layer ``(B, T, D) -> (B, T, D)`` with a state.
+
+    Subclasses set ``self.return_state`` and define
+    ``state_specs(batch)``, a list of ``(name, shape, dtype)``; this base
+    gives ``get_initial_state``-free plumbing: the per-call
+    ``return_state`` override, state checks, output shapes and specs.
+    """
+
+    def _seed(self, offset):
+        """A distinct initialiser seed per weight (None stays None)."""
+        return None if self.seed is None else self.seed + offset
+
+    def wants_state(self, return_state):
+        """The call's ``return_state``, or the constructor's for None."""
+        return self.return_state if return_state is None else return_state
+
+    def check_initial_state(self, initial_state, batch):
+        """Raise ValueError unless ``initial_state`` matches
+        ``state_specs(batch)`` in count, shapes and dtypes."""
+        specs = self.state_specs(batch)
+        names = ", ".join(name for name, _, _ in specs)
+        if not isinstance(initial_state, (list, tuple)) or len(
+            initial_state
+        ) != len(specs):
+            raise ValueError(
+                f"`initial_state` must be the list [{names}] with shapes "
+                f"{[shape for _, shape, _ in specs]}; received "
+                f"{initial_state!r}."
+            )
+        for tensor, (name, expected, dtype) in zip(
+            initial_state, specs, strict=True
+        ):
+            got = static_shape(tensor)
+            if len(got) != len(expected) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(got, expected, strict=True)
+            ):
+                raise ValueError(
+                    f"`initial_state[{name}]` must have shape {expected}; "
+                    f"received shape {got}."
+                )
+            got_dtype = keras.backend.standardize_dtype(tensor.dtype)
+            if got_dtype != dtype:
+                raise ValueError(
+                    f"`initial_state[{name}]` must have dtype {dtype}; "
+                    f"received dtype {got_dtype}."
+                )
+
+    def compute_output_shape(
+        self, input_shape, initial_state_shape=None, return_state=None
+    ):
+        if self.wants_state(return_state):
+            specs = self.state_specs(input_shape[0])
+            return (tuple(input_shape), *[shape for _, shape, _ in specs])
+        return tuple(input_shape)
+
+    def compute_output_spec(
+        self,
+        inputs,
+        initial_state=None,
+        mask=None,
+        training=None,
+        return_state=None,
+    ):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not self.wants_state(return_state):
+            return outputs
+        if not self.built:
+            self.build(inputs.shape)
+        states = [
+            keras.KerasTensor(shape, dtype=dtype)
+            for _, shape, dtype in self.state_specs(inputs.shape[0])
+        ]
+        return [outputs, *states]
+
+    def compute_mask(self, inputs, mask=None, return_state=None):
+        if self.wants_state(return_state):
+            return [mask] + [None] * len(self.state_specs(None))
+        return mask
