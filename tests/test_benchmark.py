@@ -98,7 +98,5 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     png = (tmp_path / "bench.png").read_bytes()
     assert png.startswith(b"\x89PNG")
     again = tmp_path / "again.png"
-    benchmark.main(
-        ["--plot", str(again), "--from-reports", str(out), str(out)]
-    )
+    benchmark.main(["--plot", str(again), "--from-reports", str(out), str(out)])
     assert again.read_bytes().startswith(b"\x89PNG")

@@ -53,7 +53,7 @@ def train(distribution):
     )
     keras.distribution.set_distribution(None)
     sharded = {
-        v.path: str(v.value.sharding.spec)
+        v.path: str(getattr(v.value.sharding, "spec", None))
         for v in model.weights
         if "kernel" in v.path
     }

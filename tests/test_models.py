@@ -17,6 +17,7 @@ import pytest
 from utils import relative_error
 from utils import to_numpy
 
+import keras_mlstm
 from keras_mlstm import MaskedPooling
 from keras_mlstm import MLSTMStack
 from keras_mlstm import build_mlstm_model
@@ -287,3 +288,26 @@ def test_language_model_loads_under_other_backend(other, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert relative_error(np.load(out), expected) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MLSTMStack(1, num_heads=2),
+        lambda: MLSTMStack(1, num_heads=2, block_variant="large"),
+        lambda: keras_mlstm.MLSTM(32, return_sequences=True),
+        lambda: keras_mlstm.mLSTM(32, 32, num_layers=2),
+    ],
+    ids=["block", "large_block", "MLSTM", "mLSTM"],
+)
+def test_layers_trace_with_unknown_batch_and_length(make):
+    """``fit`` and ``predict`` trace with the batch and time axes unknown
+    (TensorFlow builds a graph then: static head sizes must survive)."""
+    inputs = keras.Input((None, 32))
+    x = make()(inputs)
+    x = x[0] if isinstance(x, (list, tuple)) else x
+    model = keras.Model(inputs, keras.layers.Dense(1)(x))
+    model.compile("adam", "mse")
+    data = np.random.default_rng(0).normal(size=(6, 9, 32)).astype("f4")
+    model.fit(data, data[..., :1], batch_size=4, epochs=1, verbose=0)
+    assert model.predict(data[:, :5], verbose=0).shape == (6, 5, 1)

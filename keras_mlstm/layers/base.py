@@ -58,7 +58,10 @@ def check_mask(mask, shape):
 def to_heads(x, num_heads):
     """``(B, T, W)`` -> ``(B, NH, T, W / NH)``."""
     shape = ops.shape(x)
-    x = ops.reshape(x, (shape[0], shape[1], num_heads, -1))
+    # The static head size, not -1: with a traced batch size TensorFlow
+    # cannot infer a -1 axis statically, and later code needs it.
+    size = x.shape[-1] // num_heads
+    x = ops.reshape(x, (shape[0], shape[1], num_heads, size))
     return ops.transpose(x, (0, 2, 1, 3))
 
 

@@ -7,6 +7,8 @@ mean computes float64 in float32 on JAX and PyTorch, and XLA's float64
 
 from keras import ops
 
+from keras_mlstm.ops.compat import tanh
+
 
 def standardize(x, epsilon):
     """``(x - mean) / sqrt(var + epsilon)`` over the last axis.
@@ -37,4 +39,4 @@ def soft_cap(x, cap):
     identity for ``cap=None``."""
     if cap is None:
         return x
-    return cap * ops.tanh(x / cap)
+    return cap * tanh(x / cap)

@@ -14,6 +14,8 @@ switches. Each was found by a test in ``tests/`` that fails without it.
   ``keras.backend.result_type``, which maps 64-bit types to 32-bit on every
   backend but TensorFlow. ``cumsum`` and ``maximum`` here call ``torch``
   directly there; the math uses ``einsum`` (unaffected) for products.
+- On JAX, ``keras.ops.tanh`` computes float64 in float32 (the same
+  ``result_type`` mapping); ``tanh`` calls ``jax.numpy`` there.
 - On PyTorch, ``keras.ops.max`` inspects its result with ``isinstance``,
   which ``torch.compile(fullgraph=True)`` cannot trace; ``reduce_max`` calls
   ``torch.amax``.
@@ -73,6 +75,16 @@ def maximum(x, y):
 
         return torch.maximum(x, y)
     return ops.maximum(x, y)
+
+
+def tanh(x):
+    """``tanh`` in the dtype of ``x`` (on JAX, ``keras.ops.tanh`` computes
+    float64 in float32, like the ops listed above)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.numpy.tanh(x)
+    return ops.tanh(x)
 
 
 def clip_below(x, low):
