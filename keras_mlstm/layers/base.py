@@ -2,9 +2,35 @@
 of a recurrent block (its state, ``return_state``, symbolic outputs)."""
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import static_shape
+
+
+def positive_int(name, value, minimum=1):
+    """``value`` as an int, or ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}; received {value!r}."
+        )
+    return int(value)
+
+
+def positive_number(name, value):
+    """``value`` as a float, or ValueError naming ``name``."""
+    if isinstance(value, bool) or not (
+        isinstance(value, (int, float, np.number)) and value > 0
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive number; received {value!r}."
+        )
+    return float(value)
 
 
 def check_sequence_inputs(name, inputs, features):
@@ -78,6 +104,30 @@ class RecurrentBlock(keras.layers.Layer):
     gives ``get_initial_state``-free plumbing: the per-call
     ``return_state`` override, state checks, output shapes and specs.
     """
+
+    def _set_common(
+        self,
+        num_heads,
+        num_blocks,
+        use_bias,
+        form,
+        chunk_size,
+        return_state,
+        seed,
+    ):
+        """Check and store the arguments every block takes."""
+        self.num_heads = positive_int("num_heads", num_heads)
+        self.num_blocks = positive_int("num_blocks", num_blocks)
+        if isinstance(chunk_size, np.integer):
+            chunk_size = int(chunk_size)
+        check_options("sigmoid", 0.0, chunk_size, form)
+        self.use_bias = bool(use_bias)
+        self.form = form
+        self.chunk_size = int(chunk_size)
+        self.return_state = return_state
+        self.seed = seed
+        self.supports_masking = True
+        self.input_spec = keras.layers.InputSpec(ndim=3)
 
     def _seed(self, offset):
         """A distinct initialiser seed per weight (None stays None)."""

@@ -17,10 +17,11 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import positive_int
+from keras_mlstm.layers.base import positive_number
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import NEG_LOG_WEIGHT
-from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.resolver import mlstm
 
@@ -33,18 +34,6 @@ def inner_width(embedding_dim, proj_factor, multiple_of=64):
     return int(math.ceil(proj_factor * embedding_dim / multiple_of)) * (
         multiple_of
     )
-
-
-def _positive_int(name, value, minimum=1):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise ValueError(
-            f"`{name}` must be an int >= {minimum}; received {value!r}."
-        )
-    return int(value)
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -144,38 +133,28 @@ class MLSTMBlock(RecurrentBlock):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = _positive_int("num_heads", num_heads)
-        if not (
-            isinstance(proj_factor, (int, float, np.number)) and proj_factor > 0
-        ):
-            raise ValueError(
-                f"`proj_factor` must be a positive number; received "
-                f"{proj_factor!r}."
-            )
-        self.proj_factor = float(proj_factor)
-        self.conv_kernel_size = _positive_int(
+        self._set_common(
+            num_heads,
+            num_blocks,
+            use_bias,
+            form,
+            chunk_size,
+            return_state,
+            seed,
+        )
+        self.proj_factor = positive_number("proj_factor", proj_factor)
+        self.conv_kernel_size = positive_int(
             "conv_kernel_size", conv_kernel_size
         )
-        self.qkv_proj_blocksize = _positive_int(
+        self.qkv_proj_blocksize = positive_int(
             "qkv_proj_blocksize", qkv_proj_blocksize
         )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(
                 f"`dropout` must be in [0, 1); received {dropout}."
             )
-        self.num_blocks = _positive_int("num_blocks", num_blocks)
-        if isinstance(chunk_size, np.integer):
-            chunk_size = int(chunk_size)
-        check_options("sigmoid", 0.0, chunk_size, form)
-        self.use_bias = bool(use_bias)
         self.dropout = float(dropout)
-        self.form = form
-        self.chunk_size = int(chunk_size)
-        self.return_state = return_state
-        self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.supports_masking = True
-        self.input_spec = keras.layers.InputSpec(ndim=3)
 
     def build(self, input_shape):
         features = known_features("MLSTMBlock", input_shape)

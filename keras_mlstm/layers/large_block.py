@@ -17,12 +17,11 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import positive_number
 from keras_mlstm.layers.base import to_heads
-from keras_mlstm.layers.block import _positive_int
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import soft_cap
 from keras_mlstm.layers.norms import standardize
-from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.resolver import mlstm
 
@@ -115,40 +114,26 @@ class MLSTMLargeBlock(RecurrentBlock):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_heads = _positive_int("num_heads", num_heads)
-        for name, value in (
-            ("qk_dim_factor", qk_dim_factor),
-            ("v_dim_factor", v_dim_factor),
-            ("ffn_proj_factor", ffn_proj_factor),
-            ("norm_epsilon", norm_epsilon),
-        ):
-            if not (isinstance(value, (int, float, np.number)) and value > 0):
-                raise ValueError(
-                    f"`{name}` must be a positive number; received {value!r}."
-                )
-        if gate_soft_cap is not None and not gate_soft_cap > 0:
-            raise ValueError(
-                "`gate_soft_cap` must be None or a positive number; "
-                f"received {gate_soft_cap!r}."
-            )
-        self.num_blocks = _positive_int("num_blocks", num_blocks)
-        if isinstance(chunk_size, np.integer):
-            chunk_size = int(chunk_size)
-        check_options("sigmoid", 0.0, chunk_size, form)
-        self.qk_dim_factor = float(qk_dim_factor)
-        self.v_dim_factor = float(v_dim_factor)
-        self.ffn_proj_factor = float(ffn_proj_factor)
-        self.gate_soft_cap = (
-            None if gate_soft_cap is None else float(gate_soft_cap)
+        self._set_common(
+            num_heads,
+            num_blocks,
+            use_bias,
+            form,
+            chunk_size,
+            return_state,
+            seed,
         )
-        self.norm_epsilon = float(norm_epsilon)
-        self.use_bias = bool(use_bias)
-        self.form = form
-        self.chunk_size = int(chunk_size)
-        self.return_state = return_state
-        self.seed = seed
-        self.supports_masking = True
-        self.input_spec = keras.layers.InputSpec(ndim=3)
+        self.qk_dim_factor = positive_number("qk_dim_factor", qk_dim_factor)
+        self.v_dim_factor = positive_number("v_dim_factor", v_dim_factor)
+        self.ffn_proj_factor = positive_number(
+            "ffn_proj_factor", ffn_proj_factor
+        )
+        self.norm_epsilon = positive_number("norm_epsilon", norm_epsilon)
+        self.gate_soft_cap = (
+            None
+            if gate_soft_cap is None
+            else positive_number("gate_soft_cap", gate_soft_cap)
+        )
 
     def build(self, input_shape):
         features = known_features("MLSTMLargeBlock", input_shape)

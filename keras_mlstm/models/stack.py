@@ -5,9 +5,9 @@ its xLSTM 7B ``xLSTMLargeBlockStack``."""
 import keras
 from keras import ops
 
+from keras_mlstm.layers.base import positive_int
 from keras_mlstm.layers.block import NORM_EPSILON
 from keras_mlstm.layers.block import MLSTMBlock
-from keras_mlstm.layers.block import _positive_int
 from keras_mlstm.layers.large_block import MLSTMLargeBlock
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import standardize
@@ -99,7 +99,7 @@ class MLSTMStack(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_blocks = _positive_int("num_blocks", num_blocks)
+        self.num_blocks = positive_int("num_blocks", num_blocks)
         if block_variant not in BLOCK_VARIANTS:
             raise ValueError(
                 f"`block_variant` must be one of {BLOCK_VARIANTS}; received "
