@@ -51,6 +51,7 @@ import keras
 import numpy as np
 
 from keras_mlstm.layers.mlstm import MLSTM
+from keras_mlstm.ops.compat import compile_function
 from keras_mlstm.ops.recurrent import mlstm_step
 from keras_mlstm.ops.resolver import mlstm
 
@@ -73,19 +74,6 @@ def _block(value):
             lambda x: x.numpy() if hasattr(x, "numpy") else x, value
         )
     return value
-
-
-def compile_forward(fn):
-    """``fn`` compiled where the backend compiles."""
-    if BACKEND == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True)
-    return fn
 
 
 def compile_gradient(loss):
@@ -151,7 +139,7 @@ def ours(form, chunk_size):
     def loss(q, k, v, i, f):
         return keras.ops.sum(forward(q, k, v, i, f))
 
-    return compile_forward(forward), compile_gradient(loss)
+    return compile_function(forward), compile_gradient(loss)
 
 
 def official(name, chunk_size):
@@ -284,7 +272,7 @@ def suite_decode(args):
             new_states.append(state)
         return x, new_states
 
-    step = compile_forward(run)
+    step = compile_function(run)
     rows = []
     for context in args.contexts:
         prompt = rng.normal(size=(1, context, units)).astype("float32")
@@ -339,7 +327,7 @@ def suite_flops(args):
     a = keras.ops.convert_to_tensor(
         rng.normal(size=(size, size)).astype("float32")
     )
-    matmul = compile_forward(lambda x, y: keras.ops.matmul(x, y))
+    matmul = compile_function(lambda x, y: keras.ops.matmul(x, y))
     peak = time_interleaved({"matmul": call_with(matmul, (a, a))}, 5)
     peak_rate = 2 * size**3 / peak["matmul"]["median_s"]
 
@@ -395,9 +383,9 @@ def suite_step(args):
 
     as_tensors = [keras.ops.convert_to_tensor(a) for a in arrays]
     contestants = {
-        "ours_call": call_with(compile_forward(step), as_tensors),
+        "ours_call": call_with(compile_function(step), as_tensors),
         "ours_loop": call_with(
-            compile_forward(loop),
+            compile_function(loop),
             [keras.ops.convert_to_tensor(a) for a in sequence],
         ),
     }

@@ -96,13 +96,21 @@ def from_heads(h, like):
     return ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(like))
 
 
-class RecurrentBlock(keras.layers.Layer):
+class ReturnsState:
+    """Mixin: a ``return_state`` set at construction, overridable per call."""
+
+    def wants_state(self, return_state):
+        """The call's ``return_state``, or the constructor's for None."""
+        return self.return_state if return_state is None else return_state
+
+
+class RecurrentBlock(ReturnsState, keras.layers.Layer):
     """Base of the blocks: a layer ``(B, T, D) -> (B, T, D)`` with a state.
 
-    Subclasses set ``self.return_state`` and define
-    ``state_specs(batch)``, a list of ``(name, shape, dtype)``; this base
-    gives ``get_initial_state``-free plumbing: the per-call
-    ``return_state`` override, state checks, output shapes and specs.
+    Subclasses call ``_set_common`` and define ``state_specs(batch)``, a
+    list of ``(name, shape, dtype)``, and ``get_initial_state``; this base
+    gives the per-call ``return_state`` override, the state checks and the
+    symbolic output shapes, specs and masks.
     """
 
     def _set_common(
@@ -132,10 +140,6 @@ class RecurrentBlock(keras.layers.Layer):
     def _seed(self, offset):
         """A distinct initialiser seed per weight (None stays None)."""
         return None if self.seed is None else self.seed + offset
-
-    def wants_state(self, return_state):
-        """The call's ``return_state``, or the constructor's for None."""
-        return self.return_state if return_state is None else return_state
 
     def check_initial_state(self, initial_state, batch):
         """Raise ValueError unless ``initial_state`` matches

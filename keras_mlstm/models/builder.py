@@ -17,6 +17,31 @@ LM_HEAD_NAME = "lm_head"
 SOFT_CAP_NAME = "logit_soft_cap"
 
 
+def language_model_parts(model, argument="model"):
+    """``(embedding, stack, head, soft_cap)`` of a language model from
+    ``build_mlstm_model``; ``head`` is None for tied embeddings and
+    ``soft_cap`` None without a logit cap. ValueError naming ``argument``
+    for any other model."""
+    names = [layer.name for layer in model.layers]
+    if EMBEDDING_NAME not in names or STACK_NAME not in names:
+        raise ValueError(
+            f"`{argument}` must be a language model from "
+            "keras_mlstm.build_mlstm_model('language_model', ...) (layers "
+            f"'{EMBEDDING_NAME}' and '{STACK_NAME}'); received a model with "
+            f"layers {names}."
+        )
+
+    def optional(name):
+        return model.get_layer(name) if name in names else None
+
+    return (
+        model.get_layer(EMBEDDING_NAME),
+        model.get_layer(STACK_NAME),
+        optional(LM_HEAD_NAME),
+        optional(SOFT_CAP_NAME),
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class MaskedPooling(keras.layers.Layer):
     """Pool ``(B, T, D)`` over time: the last unmasked step, or the mean of

@@ -12,10 +12,8 @@ import numpy as np
 
 from keras_mlstm.layers.block import MLSTMBlock
 from keras_mlstm.layers.large_block import MLSTMLargeBlock
-from keras_mlstm.models.builder import EMBEDDING_NAME
-from keras_mlstm.models.builder import LM_HEAD_NAME
-from keras_mlstm.models.builder import STACK_NAME
 from keras_mlstm.models.builder import build_mlstm_model
+from keras_mlstm.models.builder import language_model_parts
 from keras_mlstm.models.stack import MLSTMStack
 
 # Our block weight -> (official key under the block's prefix, transform).
@@ -195,15 +193,7 @@ def load_xlstm_weights(target, state_dict):
     elif isinstance(target, MLSTMStack):
         _load_stack(loader, target, "")
     elif isinstance(target, keras.Model):
-        try:
-            embedding = target.get_layer(EMBEDDING_NAME)
-            stack = target.get_layer(STACK_NAME)
-        except ValueError:
-            raise ValueError(
-                "`target` must be an MLSTMBlock, an MLSTMStack or a language "
-                "model from build_mlstm_model; received a model with layers "
-                f"{[layer.name for layer in target.layers]}."
-            ) from None
+        embedding, stack, head, _ = language_model_parts(target, "target")
         if stack.block_variant == "large":  # xLSTMLarge
             embedding_key, stack_prefix = "embedding.weight", "backbone."
         else:  # xLSTMLMModel
@@ -213,10 +203,6 @@ def load_xlstm_weights(target, state_dict):
             )
         loader.assign(embedding.embeddings, embedding_key)
         _load_stack(loader, stack, stack_prefix)
-        try:
-            head = target.get_layer(LM_HEAD_NAME)
-        except ValueError:
-            head = None
         if head is not None:
             loader.assign(head.kernel, "lm_head.weight", "transpose")
         elif "lm_head.weight" in loader.entries:

@@ -5,46 +5,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mlstm.models.builder import EMBEDDING_NAME
-from keras_mlstm.models.builder import LM_HEAD_NAME
-from keras_mlstm.models.builder import SOFT_CAP_NAME
-from keras_mlstm.models.builder import STACK_NAME
-
-
-def _compile(fn):
-    """``fn`` compiled where the backend compiles a function of tensors."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
-    return fn
-
-
-def _layers(model):
-    try:
-        embedding = model.get_layer(EMBEDDING_NAME)
-        stack = model.get_layer(STACK_NAME)
-    except ValueError:
-        raise ValueError(
-            "`model` must be a language model from "
-            "keras_mlstm.build_mlstm_model('language_model', ...) (layers "
-            f"'{EMBEDDING_NAME}' and '{STACK_NAME}'); received a model with "
-            f"layers {[layer.name for layer in model.layers]}."
-        ) from None
-    try:
-        head = model.get_layer(LM_HEAD_NAME)
-    except ValueError:
-        head = None
-    try:
-        cap = model.get_layer(SOFT_CAP_NAME)
-    except ValueError:
-        cap = None
-    return embedding, stack, head, cap
+from keras_mlstm.models.builder import language_model_parts
+from keras_mlstm.ops.compat import compile_function
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -98,7 +60,7 @@ def generate(
         - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
           arXiv:2405.04517, section 2.3 (recurrent form).
     """
-    embedding, stack, head, cap = _layers(model)
+    embedding, stack, head, cap = language_model_parts(model)
     prompt = np.asarray(prompt_tokens)
     if prompt.ndim != 2 or prompt.shape[1] < 1:
         raise ValueError(
@@ -151,7 +113,7 @@ def generate(
         )
         return ops.cast(logits_of(hidden[:, -1]), "float32"), states
 
-    step = _compile(run)
+    step = compile_function(run)
     generator = keras.random.SeedGenerator(seed)
     prompt = prompt.astype("int32")
     logits, states = run(

@@ -5,6 +5,7 @@ its xLSTM 7B ``xLSTMLargeBlockStack``."""
 import keras
 from keras import ops
 
+from keras_mlstm.layers.base import ReturnsState
 from keras_mlstm.layers.base import positive_int
 from keras_mlstm.layers.block import NORM_EPSILON
 from keras_mlstm.layers.block import MLSTMBlock
@@ -18,7 +19,7 @@ LARGE_NORM_EPSILON = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class MLSTMStack(keras.layers.Layer):
+class MLSTMStack(ReturnsState, keras.layers.Layer):
     """A stack of mLSTM blocks followed by a norm.
 
     Usable as a layer (``model.add(MLSTMStack(4))``) on ``(B, T, D)``
@@ -189,8 +190,7 @@ class MLSTMStack(keras.layers.Layer):
         training=None,
         return_state=None,
     ):
-        if return_state is None:
-            return_state = self.return_state
+        return_state = self.wants_state(return_state)
         if initial_state is not None and (
             not isinstance(initial_state, (list, tuple))
             or len(initial_state) != self.num_blocks
@@ -239,7 +239,7 @@ class MLSTMStack(keras.layers.Layer):
         return_state=None,
     ):
         outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
-        if not (self.return_state if return_state is None else return_state):
+        if not self.wants_state(return_state):
             return outputs
         states = [
             block.compute_output_spec(inputs, return_state=True)[1:]
@@ -248,7 +248,7 @@ class MLSTMStack(keras.layers.Layer):
         return [outputs, states]
 
     def compute_mask(self, inputs, mask=None, return_state=None):
-        if self.return_state if return_state is None else return_state:
+        if self.wants_state(return_state):
             count = len(self.blocks[0].state_specs(None))
             return [mask, [[None] * count] * self.num_blocks]
         return mask

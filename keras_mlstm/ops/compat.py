@@ -54,6 +54,21 @@ def scan(step, init, xs, outputs_like):
     return ops.scan(step, init, xs)
 
 
+def compile_function(fn):
+    """``fn`` compiled where the backend compiles a function of tensors
+    (``jax.jit``; ``tf.function`` with XLA); as it is on PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+    return fn
+
+
 def sequential_scan_gradient_is_quadratic():
     """True on TensorFlow: see the module docstring."""
     return keras.backend.backend() == "tensorflow"
