@@ -8,6 +8,7 @@ from keras_mlstm import models
 from keras_mlstm import ops
 from keras_mlstm.layers import MLSTM
 from keras_mlstm.layers import MLSTMBlock
+from keras_mlstm.layers import MLSTMCell
 from keras_mlstm.layers import MLSTMLargeBlock
 from keras_mlstm.layers import ReversibleEmbedding
 from keras_mlstm.layers import SoftCap
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLSTM",
     "MLSTMBlock",
+    "MLSTMCell",
     "MLSTMLargeBlock",
     "MLSTMStack",
     "MaskedPooling",

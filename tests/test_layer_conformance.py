@@ -25,7 +25,7 @@ CASES = [
         5,
         0,
     ),
-    (dict(units=16, stateful=True), (B, 16), 7, 3),
+    (dict(units=16, stateful=True), (B, 16), 7, 0),
     (
         dict(
             units=16,

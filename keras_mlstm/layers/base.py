@@ -6,31 +6,8 @@ import numpy as np
 from keras import ops
 
 from keras_mlstm.ops.common import check_options
+from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import static_shape
-
-
-def positive_int(name, value, minimum=1):
-    """``value`` as an int, or ValueError naming ``name``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        raise ValueError(
-            f"`{name}` must be an int >= {minimum}; received {value!r}."
-        )
-    return int(value)
-
-
-def positive_number(name, value):
-    """``value`` as a float, or ValueError naming ``name``."""
-    if isinstance(value, bool) or not (
-        isinstance(value, (int, float, np.number)) and value > 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a positive number; received {value!r}."
-        )
-    return float(value)
 
 
 def check_sequence_inputs(name, inputs, features):

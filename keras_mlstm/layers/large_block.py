@@ -17,11 +17,11 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import known_features
-from keras_mlstm.layers.base import positive_number
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import soft_cap
 from keras_mlstm.layers.norms import standardize
+from keras_mlstm.ops.common import positive_number
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.resolver import mlstm
 

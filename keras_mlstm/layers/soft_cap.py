@@ -3,6 +3,7 @@
 import keras
 
 from keras_mlstm.layers.norms import soft_cap
+from keras_mlstm.ops.common import positive_number
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -33,13 +34,7 @@ class SoftCap(keras.layers.Layer):
 
     def __init__(self, cap, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(cap, bool) or not (
-            isinstance(cap, (int, float)) and cap > 0
-        ):
-            raise ValueError(
-                f"`cap` must be a positive float; received {cap!r}."
-            )
-        self.cap = float(cap)
+        self.cap = positive_number("cap", cap)
         self.supports_masking = True
 
     def call(self, inputs):

@@ -6,6 +6,7 @@ from keras import ops
 from keras_mlstm.layers.embedding import ReversibleEmbedding
 from keras_mlstm.layers.soft_cap import SoftCap
 from keras_mlstm.models.stack import MLSTMStack
+from keras_mlstm.ops.common import positive_int
 
 TASKS = ("language_model", "classification", "regression")
 POOLINGS = ("last", "mean")
@@ -190,12 +191,12 @@ def build_mlstm_model(
         raise ValueError(
             f"`pooling` must be one of {POOLINGS}; received {pooling!r}."
         )
-    _check_size("embedding_dim", embedding_dim)
+    positive_int("embedding_dim", embedding_dim)
     if context_length is not None:
-        _check_size("context_length", context_length)
+        positive_int("context_length", context_length)
     tokens = task == "language_model" or vocab_size is not None
     if tokens:
-        _check_size("vocab_size", vocab_size)
+        positive_int("vocab_size", vocab_size)
         if input_dim is not None:
             raise ValueError(
                 "Give `vocab_size` (token inputs) or `input_dim` (feature "
@@ -207,11 +208,11 @@ def build_mlstm_model(
                 "not `vocab_size`."
             )
     else:
-        _check_size("input_dim", input_dim)
+        positive_int("input_dim", input_dim)
     if task == "classification":
-        _check_size("num_classes", num_classes)
+        positive_int("num_classes", num_classes)
     if task == "regression":
-        _check_size("output_dim", output_dim)
+        positive_int("output_dim", output_dim)
 
     if tokens:
         inputs = keras.Input((context_length,), dtype="int32", name="tokens")
@@ -263,10 +264,3 @@ def build_mlstm_model(
     else:
         outputs = keras.layers.Dense(output_dim, name="regression_head")(x)
     return keras.Model(inputs, outputs, name=name or f"mlstm_{task}")
-
-
-def _check_size(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int; received {value!r}."
-        )

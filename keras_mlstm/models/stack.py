@@ -6,12 +6,12 @@ import keras
 from keras import ops
 
 from keras_mlstm.layers.base import ReturnsState
-from keras_mlstm.layers.base import positive_int
 from keras_mlstm.layers.block import NORM_EPSILON
 from keras_mlstm.layers.block import MLSTMBlock
 from keras_mlstm.layers.large_block import MLSTMLargeBlock
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import standardize
+from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import state_dtype
 
 BLOCK_VARIANTS = ("mlstm", "large")

@@ -4,14 +4,7 @@ of the widely copied PyTorch port PyxLSTM, on stabilised MLSTM layers."""
 import keras
 
 from keras_mlstm.layers.mlstm import MLSTM
-
-
-def _count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"`{name}` must be a positive int; received {value!r}."
-        )
-    return value
+from keras_mlstm.ops.common import positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -75,9 +68,9 @@ class mLSTM(keras.layers.Layer):  # noqa: N801 (the name users port from)
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.input_size = _count("input_size", input_size)
-        self.hidden_size = _count("hidden_size", hidden_size)
-        self.num_layers = _count("num_layers", num_layers)
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(
                 f"`dropout` must be in [0, 1); received {dropout}."

@@ -23,7 +23,8 @@ chunks, never over time steps. Phases, per head:
 6. Drop the padded steps.
 
 Phases 2, 3 and 5 are the parallel form's building blocks applied with the
-chunks as an extra batch axis.
+chunks as an extra batch axis. A chunk size above T is taken as T, so the
+cost follows T whatever the chunk size asked for.
 
 Notation (see ``common.py``): B, NH, T, DK, DV, L, NC.
 """
@@ -39,14 +40,16 @@ from keras_mlstm.ops.parallel import log_weights
 from keras_mlstm.ops.parallel import outputs
 
 
-def _to_chunks(x, chunk_size, padding, value=0.0):
-    """Pad axis 2 of ``x`` by ``padding`` and split it into chunks."""
+def _to_chunks(x, chunk_size, count, padding, value=0.0):
+    """Pad axis 2 of ``x`` by ``padding`` and split it into ``count`` chunks
+    of ``chunk_size`` (sizes given, not inferred: a -1 is ambiguous for an
+    empty batch)."""
     if padding is not None:
         widths = [[0, 0]] * len(x.shape)
         widths[2] = [0, padding]
         x = ops.pad(x, widths, constant_values=value)
     shape = ops.shape(x)
-    return ops.reshape(x, (shape[0], shape[1], -1, chunk_size) + shape[3:])
+    return ops.reshape(x, (shape[0], shape[1], count, chunk_size) + shape[3:])
 
 
 def _carry_in_sequence(state, chunk_decay, local):
@@ -105,26 +108,33 @@ def _carry_by_prefixes(state, chunk_decay, local):
 def chunkwise_form(prepared, eps, chunk_size):
     """The chunkwise form on prepared inputs (see ``common.prepare``).
 
+    A ``chunk_size`` larger than T is taken as T: the cost follows the
+    sequence, never the chunk size.
+
     Returns:
         ``(h, state)`` with ``h`` of shape ``(B, NH, T, DV)``.
     """
     length = prepared.q.shape[2]
     if length is None:  # only known at run time: always pad, then slice
         length = ops.shape(prepared.q)[2]
+        chunk_size = ops.minimum(chunk_size, length)
         padding = (-length) % chunk_size
+        padded = length + padding
     else:
+        chunk_size = min(chunk_size, length)
         padding = (-length) % chunk_size or None
+        padded = length + (padding or 0)
+    count = padded // chunk_size
 
     # 1. Identity padding, then chunks.
-    q = _to_chunks(prepared.q, chunk_size, padding)  # (B, NH, NC, L, DK)
-    k = _to_chunks(prepared.k, chunk_size, padding)  # (B, NH, NC, L, DK)
-    v = _to_chunks(prepared.v, chunk_size, padding)  # (B, NH, NC, L, DV)
-    log_input = _to_chunks(
-        prepared.log_input, chunk_size, padding, NEG_LOG_WEIGHT
-    )  # (B, NH, NC, L)
-    log_forget = _to_chunks(
-        prepared.log_forget, chunk_size, padding
-    )  # (B, NH, NC, L)
+    def chunks(x, value=0.0):
+        return _to_chunks(x, chunk_size, count, padding, value)
+
+    q = chunks(prepared.q)  # (B, NH, NC, L, DK)
+    k = chunks(prepared.k)  # (B, NH, NC, L, DK)
+    v = chunks(prepared.v)  # (B, NH, NC, L, DV)
+    log_input = chunks(prepared.log_input, NEG_LOG_WEIGHT)  # (B, NH, NC, L)
+    log_forget = chunks(prepared.log_forget)  # (B, NH, NC, L)
 
     # 2. Log weights inside each chunk.
     log_d, log_decay = log_weights(log_input, log_forget)  # (B, NH, NC, L, L)
@@ -150,7 +160,7 @@ def chunkwise_form(prepared, eps, chunk_size):
 
     # 6. Back to (B, NH, T, DV), without the padding.
     shape = ops.shape(h)
-    h = ops.reshape(h, (shape[0], shape[1], -1, shape[-1]))
+    h = ops.reshape(h, (shape[0], shape[1], padded, shape[-1]))
     if padding is not None:
         h = h[:, :, :length]
     return h, final_state

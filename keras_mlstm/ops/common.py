@@ -13,21 +13,43 @@ the normaliser ``n`` (DK,) and the stabiliser ``m`` (a scalar). ``C`` and
 at most zero (see ``docs/math.md``).
 
 Every public op checks its arguments here, from static shapes only, before it
-computes anything.
+computes anything. ``prepare`` then makes the inputs safe for every form
+(``docs/reliability.md``):
+
+- a masked step is selected away before any arithmetic, so whatever it holds
+  (NaN, inf) reaches no output, state or gradient;
+- a step whose ``k``, ``v`` or gates hold NaN or inf (the gates: NaN) is
+  computed as an empty step and its output, every later output and the final
+  state are set to NaN afterwards (a step with a non-finite ``q``: its own
+  output only). The forms thus agree on which outputs are NaN, and no
+  non-finite value enters the arithmetic, whose backward pass would turn
+  ``0 * NaN`` into NaN gradients for the steps before it;
+- the input gate is clipped to ``[-1e30, 1e30]`` and the exponential forget
+  gate to at most ``1e30``; a forget gate of ``-inf`` stays: a hard reset.
 """
 
 from typing import NamedTuple
 
 import keras
+import numpy as np
 from keras import ops
 
+from keras_mlstm.ops.compat import clip_above
 from keras_mlstm.ops.compat import clip_below
+from keras_mlstm.ops.compat import cumsum
 from keras_mlstm.ops.compat import maximum
 
 # Log-weight given to an absent input (a masked or padded step). Finite, so
 # that no ``inf - inf`` can appear in a forward or backward pass, and so
 # negative that ``exp`` of it is exactly zero in every float dtype we use.
 NEG_LOG_WEIGHT = -1e30
+
+# Gate pre-activations are clipped to this magnitude (the forget gate: from
+# above, and only with the exponential activation), so that the stabiliser
+# ``m`` is always finite and ``inf - inf`` cannot arise. ``+inf`` thus means
+# a write that outweighs every finite write (until a reset), ``-inf`` no
+# write; see ``docs/reliability.md``.
+GATE_LIMIT = 1e30
 
 # ``exp(-m)`` is capped at ``exp(MAX_LOG_FLOOR)`` in the read-out so that a
 # very negative stabiliser cannot overflow float32 (and make inf * 0 = NaN in
@@ -62,12 +84,15 @@ STATE_LAYOUT = (
 
 
 class Prepared(NamedTuple):
-    """Checked inputs of a form, cast to the state dtype.
+    """Checked inputs of a form, cast to the state dtype and made safe.
 
     ``q`` is already scaled by ``1 / sqrt(DK)``; ``log_input`` and
     ``log_forget`` are the log input and log forget gates with masked steps
-    turned into identities (``log_forget = 0``, ``log_input = -1e30``);
-    ``keep`` is the boolean mask broadcast against the gates, or None.
+    turned into identities (``log_forget = 0``, ``log_input = -1e30``, zero
+    ``k`` and ``v``); ``keep`` is the boolean mask broadcast against the
+    gates, or None. ``poisoned`` is True for the outputs that are NaN (a
+    non-finite input at or before them) and ``poisoned_state`` for the
+    batch entries and heads whose final state is NaN.
     """
 
     q: object
@@ -77,6 +102,8 @@ class Prepared(NamedTuple):
     log_forget: object
     state: object
     keep: object
+    poisoned: object
+    poisoned_state: object
     output_dtype: str
 
 
@@ -113,7 +140,54 @@ def state_dtype(value_dtype):
 
 
 def static_shape(x):
-    return tuple(None if d is None else int(d) for d in x.shape)
+    """The shape of ``x`` with every size not known as an int set to None
+    (JAX's symbolic sizes included: ``int()`` of one raises)."""
+    return tuple(
+        int(d) if isinstance(d, (int, np.integer)) else None for d in x.shape
+    )
+
+
+def positive_int(name, value, minimum=1):
+    """``value`` as an int >= ``minimum``, or ValueError naming ``name``.
+
+    Python and NumPy integers are accepted; bools, floats and strings are
+    not.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        raise ValueError(
+            f"`{name}` must be an int >= {minimum}; received {value!r}."
+        )
+    return int(value)
+
+
+def positive_number(name, value):
+    """``value`` as a finite float > 0, or ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0 < value < float("inf")
+    ):
+        raise ValueError(
+            f"`{name}` must be a finite number > 0; received {value!r}."
+        )
+    return float(value)
+
+
+def rate(name, value):
+    """``value`` as a float in [0, 1), or ValueError naming ``name``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not 0.0 <= value < 1.0
+    ):
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1); received {value!r}."
+        )
+    return float(value)
 
 
 def _describe(axes, dims):
@@ -168,14 +242,7 @@ def check_options(forget_gate_activation, eps, chunk_size=None, form=None):
     if not eps >= 0.0 or eps == float("inf"):
         raise ValueError(f"`eps` must be a finite float >= 0; received {eps}.")
     if chunk_size is not None:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
-            raise ValueError(
-                f"`chunk_size` must be a positive int; received {chunk_size!r}."
-            )
-        if chunk_size < 1:
-            raise ValueError(
-                f"`chunk_size` must be a positive int; received {chunk_size}."
-            )
+        positive_int("chunk_size", chunk_size)
     if form is not None and form not in FORMS + ("auto",):
         raise ValueError(
             f"`form` must be one of {FORMS + ('auto',)}; received {form!r}."
@@ -259,12 +326,32 @@ def zero_state(batch_size, num_heads, dk, dv, dtype):
     )
 
 
+def _select(keep, x, value):
+    """``x`` where ``keep``, else ``value`` (``keep`` broadcast to ``x``)."""
+    return ops.where(keep, x, ops.full_like(x, value))
+
+
+def _non_finite_steps(q, k, v, input_gate, forget_gate):
+    """Per step, ``(bad_read, bad_write)`` of shape (B, NH[, T]): ``q``
+    holds NaN or inf; ``k`` or ``v`` hold NaN or inf, or a gate is NaN.
+
+    One sum per vector: it is non-finite iff an entry is (the inputs are
+    finite floats of a magnitude whose sums do not overflow)."""
+    bad_read = ~ops.isfinite(ops.sum(q, axis=-1))
+    written = ops.sum(k, axis=-1) + ops.sum(v, axis=-1)
+    bad_write = (
+        ~ops.isfinite(written) | ops.isnan(input_gate) | ops.isnan(forget_gate)
+    )
+    return bad_read, bad_write
+
+
 def prepare(
     q, k, v, input_gate, forget_gate, state, mask, forget_gate_activation
 ):
-    """Cast checked inputs to the state dtype and turn masked steps into
-    identities. Works for sequences (gates ``(B, NH, T)``, mask ``(B, T)``)
-    and single steps (gates ``(B, NH)``, mask ``(B,)``).
+    """Cast checked inputs to the state dtype, select masked steps away and
+    make non-finite inputs safe (see the module docstring). Works for
+    sequences (gates ``(B, NH, T)``, mask ``(B, T)``) and single steps
+    (gates ``(B, NH)``, mask ``(B,)``).
     """
     output_dtype = standardize_dtype(v)
     dtype = state_dtype(output_dtype)
@@ -277,28 +364,62 @@ def prepare(
         # A Python float keeps full precision in any dtype; ops.cast of one
         # would round it through float32 first on TensorFlow.
         root_dk = dk**0.5
-    q = to_dtype(q, dtype) / root_dk
-    k = to_dtype(k, dtype)
-    v = to_dtype(v, dtype)
-    log_input = to_dtype(input_gate, dtype)
+    q, k, v = (to_dtype(x, dtype) for x in (q, k, v))
+    input_gate = to_dtype(input_gate, dtype)
     forget_gate = to_dtype(forget_gate, dtype)
-    if forget_gate_activation == "sigmoid":
-        log_forget = ops.log_sigmoid(forget_gate)
-    else:
-        log_forget = forget_gate
+    sequence = len(input_gate.shape) == 3
+
+    # 1. Masked steps: select before any arithmetic, so that what they hold
+    # reaches no output and no gradient (a select, unlike * 0, drops NaN).
     keep = None
     if mask is not None:
-        keep = ops.expand_dims(ops.convert_to_tensor(mask), 1)  # (B, 1, [T])
-        log_forget = ops.where(keep, log_forget, ops.zeros_like(log_forget))
-        log_input = ops.where(
-            keep, log_input, ops.full_like(log_input, NEG_LOG_WEIGHT)
-        )
+        keep = ops.expand_dims(as_tensor(mask), 1)  # (B, 1, [T])
+        q, k, v = (_select(keep[..., None], x, 0.0) for x in (q, k, v))
+        input_gate = _select(keep, input_gate, NEG_LOG_WEIGHT)
+        forget_gate = _select(keep, forget_gate, 0.0)
+
+    # 2. Non-finite steps: computed as empty steps, NaN set afterwards.
+    bad_read, bad_write = _non_finite_steps(
+        q, k, v, input_gate, forget_gate
+    )  # (B, NH[, T]) each
+    q = _select(~bad_read[..., None], q, 0.0)
+    k, v = (_select(~bad_write[..., None], x, 0.0) for x in (k, v))
+    input_gate = _select(~bad_write, input_gate, NEG_LOG_WEIGHT)
+    forget_gate = _select(~bad_write, forget_gate, 0.0)
+    if sequence:
+        written = cumsum(ops.cast(bad_write, dtype), axis=-1) > 0  # (B, NH, T)
+        poisoned_state = written[..., -1]  # (B, NH)
+    else:
+        written = poisoned_state = bad_write  # (B, NH)
+    poisoned = written | bad_read
+
+    # 3. Gates in the log domain, clipped so that the stabiliser is finite.
+    log_input = clip_above(clip_below(input_gate, -GATE_LIMIT), GATE_LIMIT)
+    if forget_gate_activation == "sigmoid":
+        log_forget = ops.log_sigmoid(forget_gate)  # in [-inf, 0]
+    else:
+        log_forget = clip_above(forget_gate, GATE_LIMIT)
+    if keep is not None:
+        log_forget = _select(keep, log_forget, 0.0)
+
+    q = q / root_dk
     if state is None:
         shape = ops.shape(v)
         state = zero_state(shape[0], shape[1], dk, shape[-1], dtype)
     else:
         state = tuple(as_tensor(s) for s in state)
-    return Prepared(q, k, v, log_input, log_forget, state, keep, output_dtype)
+    return Prepared(
+        q,
+        k,
+        v,
+        log_input,
+        log_forget,
+        state,
+        keep,
+        poisoned,
+        poisoned_state,
+        output_dtype,
+    )
 
 
 def read_out(numerator, denominator, log_scale, eps):
@@ -315,9 +436,18 @@ def read_out(numerator, denominator, log_scale, eps):
     return numerator / scale[..., None]
 
 
-def finish(h, prepared):
-    """Zero the outputs of masked steps and cast to the dtype of ``v``."""
+def finish(h, state, prepared):
+    """Set the outputs and states of non-finite steps to NaN, zero the
+    outputs of masked steps, and cast ``h`` to the dtype of ``v``."""
+    nan = float("nan")
+    h = _select(~prepared.poisoned[..., None], h, nan)
     if prepared.keep is not None:
-        keep = ops.expand_dims(prepared.keep, -1)  # (B, 1, [T,] 1)
-        h = ops.where(keep, h, ops.zeros_like(h))
-    return to_dtype(h, prepared.output_dtype)
+        h = _select(prepared.keep[..., None], h, 0.0)
+    bad = prepared.poisoned_state
+    c, n, m = state
+    state = (
+        _select(~bad[..., None, None], c, nan),
+        _select(~bad[..., None], n, nan),
+        _select(~bad, m, nan),
+    )
+    return to_dtype(h, prepared.output_dtype), state

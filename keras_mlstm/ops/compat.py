@@ -18,7 +18,9 @@ switches. Each was found by a test in ``tests/`` that fails without it.
   ``result_type`` mapping); ``tanh`` calls ``jax.numpy`` there.
 - On PyTorch, ``keras.ops.max`` inspects its result with ``isinstance``,
   which ``torch.compile(fullgraph=True)`` cannot trace; ``reduce_max`` calls
-  ``torch.amax``.
+  ``torch.amax``. On TensorFlow, ``keras.ops.max`` asserts that the tensor
+  is not empty, which fails for a batch of size 0; ``reduce_max`` calls
+  ``tf.reduce_max``.
 
 - Under XLA, TensorFlow's gradient of a ``while_loop`` that writes one
   output per iteration to a ``TensorArray`` costs O(iterations^2) (measured:
@@ -111,12 +113,27 @@ def clip_below(x, low):
     return ops.maximum(x, ops.full_like(x, low))
 
 
-def reduce_max(x, axis):
-    """Maximum over ``axis`` (ties share the gradient, on every backend)."""
+def clip_above(x, high):
+    """``min(x, high)`` for a Python float ``high``, in the dtype of ``x``."""
     if keras.backend.backend() == "torch":
         import torch
 
+        return torch.clamp(x, max=high)
+    return ops.minimum(x, ops.full_like(x, high))
+
+
+def reduce_max(x, axis):
+    """Maximum over ``axis`` (ties share the gradient, on every backend);
+    an empty batch gives an empty result."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
         return torch.amax(x, dim=axis)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.reduce_max(x, axis=axis)
     return ops.max(x, axis=axis)
 
 

@@ -22,7 +22,6 @@ leading axes, (B, NH) here and (B, NH, NC) in the chunkwise form.
 
 from keras import ops
 
-from keras_mlstm.ops.common import NEG_LOG_WEIGHT
 from keras_mlstm.ops.common import read_out
 from keras_mlstm.ops.compat import cumsum
 from keras_mlstm.ops.compat import maximum
@@ -34,27 +33,34 @@ def log_weights(log_input, log_forget):
 
     Args:
         log_input: ``(..., T)``.
-        log_forget: ``(..., T)``.
+        log_forget: ``(..., T)``, in ``[-inf, 1e30]`` (``-inf``: a reset).
 
     Returns:
-        ``D`` of shape ``(..., T, T)``, ``-1e30`` above the diagonal, and
+        ``D`` of shape ``(..., T, T)``, ``-inf`` above the diagonal, and
         ``a`` of shape ``(..., T)``.
     """
-    dtype = log_forget.dtype
     length = ops.shape(log_forget)[-1]
     index = ops.arange(length)
     rows = ops.expand_dims(index, 1)  # (T, 1)
     cols = ops.expand_dims(index, 0)  # (1, T)
-    below = ops.cast(rows > cols, dtype)  # (T, T), 1 where r > s
-    # [r, s] = lf[r] for r > s, else 0; a cumulative sum down the rows gives
-    # [t, s] = lf[s+1] + ... + lf[t].
+    # [r, s] = lf[r] for r > s, else 0, by a select (a reset's -inf times 0
+    # would be NaN); a cumulative sum down the rows gives
+    # [t, s] = lf[s+1] + ... + lf[t], which reads no row after t.
     segment = cumsum(
-        ops.expand_dims(log_forget, -1) * below, axis=-2
+        ops.where(
+            rows > cols,
+            ops.expand_dims(log_forget, -1),
+            ops.zeros_like(log_forget)[..., None],
+        ),
+        axis=-2,
     )  # (..., T, T)
+    # -inf above the diagonal, not a large negative number: exp of it is 0
+    # whatever the stabiliser, so no later step can weigh on an output, even
+    # when every earlier weight is tiny (m near -1e30).
     log_d = ops.where(
         rows >= cols,
         segment + ops.expand_dims(log_input, -2),
-        ops.cast(NEG_LOG_WEIGHT, dtype),
+        ops.full_like(segment, float("-inf")),
     )  # (..., T, T)
     log_decay = cumsum(log_forget, axis=-1)  # (..., T)
     return log_d, log_decay
@@ -71,7 +77,8 @@ def local_state(log_end_weights, k, v):
 
     Returns:
         ``(C, n, m)`` of shapes ``(..., DK, DV)``, ``(..., DK)``, ``(...)``,
-        stabilised by their own ``m`` (``-1e30`` if no input is present).
+        stabilised by their own ``m`` (at least the last input's log
+        weight, so finite).
     """
     m = reduce_max(log_end_weights, axis=-1)  # (...)
     weight = ops.exp(log_end_weights - ops.expand_dims(m, -1))  # (..., T)

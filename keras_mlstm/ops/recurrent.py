@@ -153,4 +153,4 @@ def mlstm_step(
         prepared.state,
         eps,
     )
-    return finish(h, prepared), new_state
+    return finish(h, new_state, prepared)

@@ -166,5 +166,5 @@ def mlstm(
         h, state = chunkwise_form(prepared, eps, chunk_size)
     else:
         h, state = recurrent_form(prepared, eps)
-    h = finish(h, prepared)
+    h, state = finish(h, state, prepared)
     return (h, state) if return_state else h
