@@ -7,9 +7,9 @@ Run ``python -m keras_mlstm.benchmark --help``. Suites:
   ``--parallel-max``).
 - ``peer``: the same shapes through the official ``mlstm_kernels`` package's
   pure-PyTorch kernels (``chunkwise--native_autograd``,
-  ``parallel--native_autograd``), when it is installed
-  (``pip install --no-deps mlstm_kernels einops``), timed in the same run,
-  interleaved with ours, reported as ours / theirs.
+  ``parallel--native_autograd``), timed in the same run, interleaved with
+  ours, reported as ours / theirs. It needs ``mlstm_kernels`` (``pip
+  install mlstm_kernels==2.0.6``); without it the command line is refused.
 - ``layer``: a training step (forward, backward, optimizer update) of
   ``MLSTM(units)``, ``keras.layers.LSTM(units)`` and a causal
   ``keras.layers.MultiHeadAttention`` of the same width, on the same data,
@@ -22,7 +22,8 @@ Run ``python -m keras_mlstm.benchmark --help``. Suites:
   float32 matrix-multiply rate.
 - ``step``: per-token latency of one ``keras_mlstm.ops.mlstm_step`` against
   the official native step kernel (``get_mlstm_step_kernel("native")``),
-  interleaved, when ``mlstm_kernels`` is installed.
+  interleaved; without ``mlstm_kernels`` it times ours only and says so
+  (on stderr and in the row's ``official_unavailable``).
 - ``memory``: peak memory of an ``MLSTM`` training step against the sequence
   length, each length in a fresh process (see ``measure_step_memory``).
 
@@ -45,17 +46,21 @@ import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 import keras
 import numpy as np
 
 from keras_mlstm.layers.mlstm import MLSTM
+from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.compat import compile_function
 from keras_mlstm.ops.recurrent import mlstm_step
 from keras_mlstm.ops.resolver import mlstm
 
 BACKEND = keras.backend.backend()
+# The version the `test` extra of pyproject.toml pins.
+OFFICIAL_PACKAGE = "mlstm_kernels==2.0.6"
 
 
 def _block(value):
@@ -142,15 +147,26 @@ def ours(form, chunk_size):
     return compile_function(forward), compile_gradient(loss)
 
 
+def official_unavailable():
+    """Why the official PyTorch kernels (``mlstm_kernels.torch``) cannot be
+    imported, with the command that installs them; None when they can."""
+    try:
+        import mlstm_kernels.torch.recurrent  # noqa: F401
+    except ImportError as error:
+        return (
+            f"the official mlstm_kernels package cannot be imported ({error});"
+            f" install it with `pip install {OFFICIAL_PACKAGE}`"
+        )
+    return None
+
+
 def official(name, chunk_size):
     """The official PyTorch kernel ``name`` as ``(forward, gradient)``
-    functions of torch tensors, or None when ``mlstm_kernels`` is not
-    installed. It runs beside any Keras backend, on the CPU."""
-    try:
-        import torch
-        from mlstm_kernels.torch import get_mlstm_kernel
-    except ImportError:
-        return None
+    functions of torch tensors. It runs beside any Keras backend, on the
+    CPU."""
+    import torch
+    from mlstm_kernels.torch import get_mlstm_kernel
+
     kernel = get_mlstm_kernel(name)
 
     def forward(q, k, v, i, f):
@@ -389,13 +405,14 @@ def suite_step(args):
             [keras.ops.convert_to_tensor(a) for a in sequence],
         ),
     }
-    try:
+    missing = official_unavailable()
+    if missing is not None:
+        print(f"step suite: {missing}; timing ours only", file=sys.stderr)
+    else:
         import torch
         from mlstm_kernels.torch import get_mlstm_step_kernel
         from mlstm_kernels.torch.recurrent import registry_sequence
-    except ImportError:
-        get_mlstm_step_kernel = None
-    if get_mlstm_step_kernel is not None:
+
         kernel = get_mlstm_step_kernel("native")
         sequence_kernel = registry_sequence["native_sequence__native"]
         q, k, v, i, f, c, n, m = (torch.from_numpy(a) for a in arrays)
@@ -421,6 +438,8 @@ def suite_step(args):
             result[name]["per_token_s"] = result[name]["median_s"]
     row = {"suite": "step", "batch": batch, "heads": heads, "dim": dim}
     row.update(tokens=tokens, **result)
+    if missing is not None:
+        row["official_unavailable"] = missing
     if "official_call" in result:
         for kind in ("call", "loop"):
             row[f"ratio_{kind}"] = (
@@ -764,50 +783,232 @@ def markdown(rows):
     return "\n".join(lines)
 
 
-def parse_args(argv=None):
+# One line per suite, for --help; the order is the order they run in.
+SUITES = {
+    "ops": "each form of keras_mlstm.ops.mlstm, forward and forward+backward,"
+    " over --lengths",
+    "peer": "the same shapes through the official mlstm_kernels PyTorch"
+    " kernels, interleaved with ours; ratio ours / theirs (needs"
+    f" {OFFICIAL_PACKAGE})",
+    "layer": "a training step of MLSTM, LSTM and causal MultiHeadAttention"
+    " of width --units, in tokens per second",
+    "decode": "per-token latency of generation through --decode-layers"
+    " MLSTM layers after prefilling --contexts tokens",
+    "flops": "achieved FLOP/s of an MLSTM training step against the measured"
+    " float32 matmul rate",
+    "step": "per-token latency of keras_mlstm.ops.mlstm_step against the"
+    " official native step kernel (ours only without mlstm_kernels)",
+    "memory": "peak memory of an MLSTM training step against T"
+    " (--memory-lengths), each length in a fresh process",
+}
+
+
+def int_at_least(minimum):
+    """An argparse ``type`` reading an int >= ``minimum``; argparse names
+    the option in the message when it is not one."""
+
+    def parse(text):
+        try:
+            return positive_int("value", int(text), minimum)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an int >= {minimum}; received {text!r}"
+            ) from None
+
+    return parse
+
+
+positive = int_at_least(1)
+non_negative = int_at_least(0)
+
+
+class _HelpFormatter(
+    argparse.ArgumentDefaultsHelpFormatter,
+    argparse.RawDescriptionHelpFormatter,
+):
+    """Defaults after each help text; the suite list kept as laid out."""
+
+
+def build_parser():
+    suites = "\n".join(
+        textwrap.fill(
+            line,
+            width=79,
+            initial_indent=f"  {name:8s}",
+            subsequent_indent=" " * 10,
+        )
+        for name, line in SUITES.items()
+    )
     parser = argparse.ArgumentParser(
         prog="python -m keras_mlstm.benchmark",
-        description=__doc__.split("\n")[0],
+        description=(
+            "Time keras_mlstm on the current Keras backend (KERAS_BACKEND),"
+            " CPU or GPU;\nprint a table and write a JSON report.\n\n"
+            f"suites:\n{suites}\n\n"
+            "Method, shapes and results: docs/benchmarks.md."
+        ),
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--suite",
         nargs="+",
         default=["ops", "peer", "layer"],
-        choices=["ops", "peer", "layer", "decode", "flops", "step", "memory"],
+        choices=list(SUITES),
+        metavar="SUITE",
+        help="suites to run, from the list above",
     )
     parser.add_argument(
-        "--lengths", type=int, nargs="+", default=[256, 1024, 2048, 4096, 16384]
+        "--lengths",
+        type=positive,
+        nargs="+",
+        default=[256, 1024, 2048, 4096, 16384],
+        metavar="T",
+        help="ops/peer: sequence lengths",
     )
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--parallel-max", type=int, default=4096)
-    parser.add_argument("--recurrent-max", type=int, default=1024)
-    parser.add_argument("--units", type=int, default=512)
-    parser.add_argument("--layer-length", type=int, default=1024)
-    parser.add_argument("--layer-batch", type=int, default=4)
     parser.add_argument(
-        "--contexts", type=int, nargs="+", default=[16, 256, 4096, 16384]
+        "--batch", type=positive, default=4, help="ops/peer/step: batch size"
     )
-    parser.add_argument("--decode-units", type=int, default=256)
-    parser.add_argument("--flops-units", type=int, default=1024)
-    parser.add_argument("--flops-length", type=int, default=2048)
-    parser.add_argument("--matmul-size", type=int, default=2048)
-    parser.add_argument("--decode-layers", type=int, default=2)
-    parser.add_argument("--decode-steps", type=int, default=50)
-    parser.add_argument("--step-repeats", type=int, default=200)
-    parser.add_argument("--step-tokens", type=int, default=64)
+    parser.add_argument(
+        "--heads",
+        type=positive,
+        default=4,
+        help="ops/peer/step: number of heads",
+    )
+    parser.add_argument(
+        "--dim",
+        type=positive,
+        default=64,
+        help="ops/peer/step: head dimension of queries, keys and values",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=positive,
+        default=64,
+        help="ops/peer: chunk size of the chunkwise forms",
+    )
+    parser.add_argument(
+        "--parallel-max",
+        type=non_negative,
+        default=4096,
+        metavar="T",
+        help="ops/peer: longest T for the parallel form; 0 skips it",
+    )
+    parser.add_argument(
+        "--recurrent-max",
+        type=non_negative,
+        default=1024,
+        metavar="T",
+        help="ops: longest T for the recurrent form; 0 skips it",
+    )
+    parser.add_argument(
+        "--units",
+        type=positive,
+        default=512,
+        help="layer/memory: width of the layers",
+    )
+    parser.add_argument(
+        "--layer-length",
+        type=positive,
+        default=1024,
+        metavar="T",
+        help="layer: sequence length",
+    )
+    parser.add_argument(
+        "--layer-batch",
+        type=positive,
+        default=4,
+        metavar="B",
+        help="layer/flops/memory: batch size",
+    )
+    parser.add_argument(
+        "--contexts",
+        type=positive,
+        nargs="+",
+        default=[16, 256, 4096, 16384],
+        metavar="T",
+        help="decode: prefill lengths before the timed steps",
+    )
+    parser.add_argument(
+        "--decode-units",
+        type=positive,
+        default=256,
+        metavar="UNITS",
+        help="decode: width of the MLSTM layers",
+    )
+    parser.add_argument(
+        "--flops-units",
+        type=positive,
+        default=1024,
+        metavar="UNITS",
+        help="flops: width of the MLSTM layer",
+    )
+    parser.add_argument(
+        "--flops-length",
+        type=positive,
+        default=2048,
+        metavar="T",
+        help="flops: sequence length",
+    )
+    parser.add_argument(
+        "--matmul-size",
+        type=positive,
+        default=2048,
+        metavar="N",
+        help="flops: side of the square matmul that measures the peak rate",
+    )
+    parser.add_argument(
+        "--decode-layers",
+        type=positive,
+        default=2,
+        metavar="N",
+        help="decode: number of stacked MLSTM layers",
+    )
+    parser.add_argument(
+        "--decode-steps",
+        type=positive,
+        default=50,
+        metavar="N",
+        help="decode: timed generation steps per context (median)",
+    )
+    parser.add_argument(
+        "--step-repeats",
+        type=positive,
+        default=200,
+        metavar="N",
+        help="step: timed calls per contestant (median)",
+    )
+    parser.add_argument(
+        "--step-tokens",
+        type=positive,
+        default=64,
+        metavar="N",
+        help="step: tokens per call of the looped variant",
+    )
     parser.add_argument(
         "--memory-lengths",
-        type=int,
+        type=positive,
         nargs="+",
         default=[256, 1024, 4096, 16384],
+        metavar="T",
+        help="memory: sequence lengths, each in a fresh process",
     )
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default="benchmark.json")
     parser.add_argument(
-        "--plot", help="also draw time and memory against T to this PNG"
+        "--repeats",
+        type=positive,
+        default=5,
+        metavar="N",
+        help="ops/peer/layer/flops: timed calls per contestant (median)",
+    )
+    parser.add_argument(
+        "--out",
+        default="benchmark.json",
+        metavar="JSON",
+        help="where to write the JSON report",
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="also draw time and memory against T to this PNG",
     )
     parser.add_argument(
         "--from-reports",
@@ -815,8 +1016,21 @@ def parse_args(argv=None):
         metavar="JSON",
         help="with --plot: draw these earlier reports; run no suite",
     )
-    parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--memory-probe", type=positive, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.from_reports and not args.plot:
+        parser.error("--from-reports needs --plot PNG")
+    runs_suites = args.memory_probe is None and not args.from_reports
+    if runs_suites and "peer" in args.suite:
+        missing = official_unavailable()
+        if missing is not None:
+            parser.error(f"--suite peer: {missing}; or leave peer out")
+    return args
 
 
 def main(argv=None):
@@ -826,8 +1040,6 @@ def main(argv=None):
         print(json.dumps(measure_step_memory(args, args.memory_probe)))
         return None
     if args.from_reports:
-        if not args.plot:
-            raise ValueError("--from-reports needs --plot FILE.png")
         reports = []
         for name in args.from_reports:
             with open(name) as f:

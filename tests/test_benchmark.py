@@ -1,7 +1,13 @@
 """The shipped benchmark runs end to end on tiny shapes, so it never rots.
 No timing is asserted: timings are measured as ratios in the benchmark."""
 
+import argparse
 import json
+import pathlib
+import re
+import sys
+
+import pytest
 
 from keras_mlstm import benchmark
 
@@ -100,3 +106,164 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     again = tmp_path / "again.png"
     benchmark.main(["--plot", str(again), "--from-reports", str(out), str(out)])
     assert again.read_bytes().startswith(b"\x89PNG")
+
+
+def _int_options():
+    """Every option the parser reads as an int or a list of ints."""
+    for action in benchmark.build_parser()._actions:
+        default = action.default
+        values = default if isinstance(default, list) else [default]
+        if action.option_strings and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            yield action.option_strings[0]
+
+
+def test_every_size_and_count_option_is_found_for_the_checks_below():
+    assert set(_int_options()) == {
+        "--lengths",
+        "--batch",
+        "--heads",
+        "--dim",
+        "--chunk-size",
+        "--parallel-max",
+        "--recurrent-max",
+        "--units",
+        "--layer-length",
+        "--layer-batch",
+        "--contexts",
+        "--decode-units",
+        "--flops-units",
+        "--flops-length",
+        "--matmul-size",
+        "--decode-layers",
+        "--decode-steps",
+        "--step-repeats",
+        "--step-tokens",
+        "--memory-lengths",
+        "--repeats",
+    }
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--repeats", "0"], "argument --repeats: expected an int >= 1"),
+        (["--batch", "-1"], "argument --batch: expected an int >= 1"),
+        (["--lengths", "256", "0"], "argument --lengths: expected an int >= 1"),
+        (["--chunk-size", "0"], "argument --chunk-size: expected an int >= 1"),
+        (["--contexts", "x"], "argument --contexts: expected an int >= 1"),
+        (["--dim", "2.5"], "argument --dim: expected an int >= 1"),
+        (["--memory-probe", "0"], "argument --memory-probe: expected an int"),
+        # 0 skips the form; below that means nothing.
+        (
+            ["--parallel-max", "-1"],
+            "argument --parallel-max: expected an int >= 0",
+        ),
+        (
+            ["--recurrent-max", "-3"],
+            "argument --recurrent-max: expected an int >= 0",
+        ),
+    ],
+)
+def test_cli_rejects_bad_sizes_naming_the_option(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(argv + ["--suite", "ops"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert expected in error
+    assert repr(argv[-1]) in error
+
+
+@pytest.mark.parametrize("option", sorted(_int_options()))
+def test_cli_rejects_a_negative_value_of_every_int_option(option, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args([option, "-1", "--suite", "ops"])
+    assert f"argument {option}: expected an int >=" in capsys.readouterr().err
+
+
+def test_cli_accepts_zero_to_skip_a_form():
+    args = benchmark.parse_args(
+        ["--parallel-max", "0", "--recurrent-max", "0", "--suite", "ops"]
+    )
+    assert (args.parallel_max, args.recurrent_max) == (0, 0)
+    assert benchmark.parse_args(["--suite", "ops"]).repeats == 5
+
+
+def test_help_describes_every_option_with_its_default(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "docs/benchmarks.md" in text
+    for suite in benchmark.SUITES:
+        assert f"\n  {suite} " in text
+    flat = " ".join(text.split())
+    assert "--repeats N ops/peer/layer/flops: timed calls" in flat
+    assert "(default: 5)" in flat
+    assert "(default: [256, 1024, 2048, 4096, 16384])" in flat
+    for action in benchmark.build_parser()._actions:
+        if action.help == argparse.SUPPRESS or action.dest == "help":
+            continue
+        assert action.help and "\n" not in action.help, action.dest
+        assert f"{action.help} (default: {action.default})" in flat
+
+
+@pytest.fixture
+def without_official(monkeypatch):
+    """Make every ``mlstm_kernels`` import fail, as if not installed."""
+    names = [n for n in sys.modules if n.split(".")[0] == "mlstm_kernels"]
+    for name in names + ["mlstm_kernels"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_peer_suite_refuses_to_run_without_the_official_package(
+    without_official, capsys
+):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--suite", "ops", "peer", "--lengths", "16"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "--suite peer" in error
+    assert "mlstm_kernels package cannot be imported" in error
+    assert "pip install mlstm_kernels==" in error
+
+
+def test_install_hint_names_the_version_the_test_extra_pins():
+    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
+    pins = re.findall(r'"(mlstm_kernels==[^"]+)"', pyproject.read_text())
+    assert pins == [benchmark.OFFICIAL_PACKAGE]
+
+
+def test_step_suite_times_ours_only_and_says_so(
+    without_official, tmp_path, capsys
+):
+    out = tmp_path / "step.json"
+    benchmark.main(
+        ["--suite", "step", "--batch", "1", "--heads", "1", "--dim", "4"]
+        + ["--step-repeats", "1", "--step-tokens", "2", "--out", str(out)]
+    )
+    assert "step suite: the official mlstm_kernels" in capsys.readouterr().err
+    (row,) = json.loads(out.read_text())["rows"]
+    assert "pip install mlstm_kernels==" in row["official_unavailable"]
+    assert row["ours_call"]["per_token_s"] > 0
+    assert "official_call" not in row and "ratio_call" not in row
+
+
+def test_plotting_earlier_reports_needs_no_official_package(
+    without_official, tmp_path
+):
+    # The default --suite names peer, but --from-reports runs no suite.
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"backend": "jax", "rows": []}))
+    png = tmp_path / "plot.png"
+    benchmark.main(["--plot", str(png), "--from-reports", str(report)])
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_from_reports_without_plot_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--from-reports", "report.json"])
+    assert exit_info.value.code == 2
+    assert "--from-reports needs --plot" in capsys.readouterr().err
