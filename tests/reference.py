@@ -197,7 +197,9 @@ def mlstm_block_reference(x, weights, num_heads, blocksize=4, mask=None):
     ``q_kernel`` / ``k_kernel`` / ``v_kernel`` (I / bs, bs, bs) as
     (block, out, in), gate kernels (3I, NH) and biases, ``head_norm_weight``,
     ``skip``, ``down_kernel`` (I, D)) to arrays. A masked step enters the
-    convolution as zeros, leaves the memory unchanged and outputs its input.
+    A masked step is skipped: the convolution runs over each row's unmasked
+    steps only (so its window after the sequence holds the last unmasked
+    inputs), the memory is unchanged, and the step outputs zeros.
     Returns ``(outputs, (C, n, m), conv_window)``.
     """
     w = {name: np.asarray(a, np.float64) for name, a in weights.items()}
@@ -207,13 +209,16 @@ def mlstm_block_reference(x, weights, num_heads, blocksize=4, mask=None):
     up = _layer_norm(x, w["norm_weight"]) @ w["up_kernel"]
     inner = up.shape[-1] // 2
     x_m, z = up[..., :inner], up[..., inner:]
-    x_m = x_m * keep[..., None]
     width = w["conv_kernel"].shape[0]
-    padded = np.concatenate([np.zeros((batch, width - 1, inner)), x_m], 1)
     conv = np.zeros_like(x_m) + w["conv_bias"]
-    for t in range(length):
-        for j in range(width):
-            conv[:, t] += padded[:, t + j] * w["conv_kernel"][j]
+    windows = np.zeros((batch, width - 1, inner))
+    for b in range(batch):
+        steps = np.flatnonzero(keep[b])
+        row = np.concatenate([np.zeros((width - 1, inner)), x_m[b, steps]])
+        for position, t in enumerate(steps):
+            for j in range(width):
+                conv[b, t] += row[position + j] * w["conv_kernel"][j]
+        windows[b] = row[len(steps) :]
     x_c = _silu(conv)
 
     def headwise(a, kernel):
@@ -248,8 +253,8 @@ def mlstm_block_reference(x, weights, num_heads, blocksize=4, mask=None):
     h = ((h - mean) / np.sqrt(var + 1e-5)).transpose(0, 2, 1, 3)
     h = h.reshape(batch, length, inner) * (1.0 + w["head_norm_weight"])
     out = ((h + w["skip"] * x_c) * _silu(z)) @ w["down_kernel"]
-    out = x + out * keep[..., None]
-    return out, state, padded[:, length:]
+    out = np.where(keep[..., None], x + out, 0.0)
+    return out, state, windows
 
 
 def _rms_norm(x, weight, eps=1e-6):
@@ -262,7 +267,7 @@ def mlstm_large_block_reference(x, weights, num_heads, cap=15.0, mask=None):
     projections, soft-capped gates, the mLSTM from a zero state, per-head
     layer norm, ``sigmoid(o) * h`` out-projection, then the RMSNorm SwiGLU
     feed-forward; both residual. Norm weights multiply directly, epsilon
-    1e-6. Masked steps keep the state and output their input. Returns
+    1e-6. Masked steps keep the state and output zeros. Returns
     ``(outputs, (C, n, m))``.
     """
     w = {name: np.asarray(a, np.float64) for name, a in weights.items()}
@@ -293,4 +298,4 @@ def mlstm_large_block_reference(x, weights, num_heads, cap=15.0, mask=None):
     u = _rms_norm(x, w["norm_ffn_weight"])
     gate_ = u @ w["ffn_gate_kernel"]
     branch = (_silu(gate_) * (u @ w["ffn_up_kernel"])) @ w["ffn_down_kernel"]
-    return x + branch * keep[..., None], state
+    return np.where(keep[..., None], x + branch, 0.0), state

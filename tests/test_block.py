@@ -88,26 +88,36 @@ def test_pieces_equal_one_pass(cuts):
         np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-4)
 
 
-@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("side", ["left", "right", "middle"])
 def test_padding_is_invisible(side):
+    """Padding anywhere, holding garbage and NaN: the unmasked steps give
+    the unpadded outputs, the final state (memory and convolution window)
+    is the unpadded one, masked steps output zeros."""
     block = randomized_block()
     x = inputs(length=12)
     pad = 5
-    padded = np.zeros((B, 12 + pad, D), "float32")
-    mask = np.zeros((B, 12 + pad), bool)
-    where = slice(pad, None) if side == "left" else slice(0, 12)
-    padded[:, where] = x
-    mask[:, where] = True
-    padded[:, ~mask[0]] = 9.0  # garbage in the padding must not leak
-    expected = to_numpy(block(x))
-    got = to_numpy(block(padded, mask=mask))
-    assert relative_error(got[:, where], expected) < 1e-5
-    # Masked steps pass the residual stream through.
-    np.testing.assert_array_equal(got[:, ~mask[0]], padded[:, ~mask[0]])
-    reference, _, _ = mlstm_block_reference(
-        padded, weights_of(block), NH, mask=mask
+    mask = np.ones((B, 12 + pad), bool)
+    if side == "left":
+        mask[:, :pad] = False
+    elif side == "right":
+        mask[:, 12:] = False
+    else:
+        mask[:, 3 : 3 + pad] = False
+    padded = np.full((B, 12 + pad, D), np.nan, "float32")
+    padded[:, 0] = 9.0  # garbage of both kinds
+    padded[mask] = x.reshape(-1, D)
+    expected, *expected_state = block(x, return_state=True)
+    got, *state = block(padded, mask=mask, return_state=True)
+    got = to_numpy(got)
+    assert relative_error(got[mask].reshape(x.shape), to_numpy(expected)) < 1e-5
+    assert np.all(got[~mask] == 0.0)
+    for a, b in zip(state, expected_state, strict=True):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-5)
+    reference, _, window = mlstm_block_reference(
+        np.nan_to_num(padded), weights_of(block), NH, mask=mask
     )
     assert relative_error(got, reference) < 1e-5
+    assert relative_error(state[-1], window) < 1e-5
 
 
 def test_initialisation_follows_official_code():

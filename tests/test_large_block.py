@@ -75,15 +75,22 @@ def test_step_by_step_equals_one_pass():
 
 
 def test_padding_is_invisible():
+    """Left padding holding garbage and NaN: the unpadded outputs and final
+    state; masked steps output zeros."""
     block = randomized_block()
     x = inputs(length=12)
-    padded = np.full((B, 16, D), 7.0, "float32")
+    padded = np.full((B, 16, D), np.nan, "float32")
+    padded[:, 1] = 7.0
     padded[:, 4:] = x
     mask = np.zeros((B, 16), bool)
     mask[:, 4:] = True
-    got = to_numpy(block(padded, mask=mask))
-    assert relative_error(got[:, 4:], to_numpy(block(x))) < 1e-5
-    np.testing.assert_array_equal(got[:, :4], padded[:, :4])
+    got, *state = block(padded, mask=mask, return_state=True)
+    expected, *expected_state = block(x, return_state=True)
+    got = to_numpy(got)
+    assert relative_error(got[:, 4:], to_numpy(expected)) < 1e-5
+    assert np.all(got[:, :4] == 0.0)
+    for a, b in zip(state, expected_state, strict=True):
+        np.testing.assert_allclose(to_numpy(a), to_numpy(b), atol=1e-5)
 
 
 def test_initialisation():

@@ -58,6 +58,15 @@ def check_mask(mask, shape):
         )
 
 
+def select_steps(x, mask):
+    """`x` (B, T, F) with the steps where `mask` (B, T) is False set to
+    zero by a select (whatever they held, NaN included, is gone, in the
+    gradient too); `x` itself for `mask=None`."""
+    if mask is None:
+        return x
+    return ops.where(ops.cast(mask, "bool")[..., None], x, ops.zeros_like(x))
+
+
 def to_heads(x, num_heads):
     """``(B, T, W)`` -> ``(B, NH, T, W / NH)``."""
     shape = ops.shape(x)

@@ -17,6 +17,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import NEG_LOG_WEIGHT
@@ -90,10 +91,12 @@ class MLSTMBlock(RecurrentBlock):
             ``(B, NH, DH, DH)``, ``(B, NH, DH)``, ``(B, NH)`` (float32, or
             float64 for a float64 layer) and ``(B, K - 1, I)`` (compute
             dtype).
-        mask: optional bool ``(B, T)``; masked steps leave the mLSTM state
-            unchanged, output the residual input, and enter the convolution
-            as zeros, so left- or right-padded sequences give the outputs of
-            the unpadded ones at their unmasked steps.
+        mask: optional bool ``(B, T)``; masked steps are identities: they
+            leave the mLSTM state and the convolution window unchanged (the
+            convolution reads the unmasked steps only), output zeros, and
+            whatever they hold (NaN included) reaches no output, state or
+            gradient; padding anywhere gives the outputs and final state of
+            the unpadded sequence.
         training: enables dropout.
         return_state: None (the constructor's setting) or a bool, for this
             call only.
@@ -311,11 +314,13 @@ class MLSTMBlock(RecurrentBlock):
         self._check_call(inputs, initial_state, mask)
         dtype = state_dtype(self.compute_dtype)
         batch = ops.shape(inputs)[0]
-        length = ops.shape(inputs)[1]
         if initial_state is None:
             initial_state = self.get_initial_state(batch)
         if mask is not None:
             mask = ops.cast(mask, "bool")
+            # A select: whatever padded steps hold (NaN included) must reach
+            # neither an output nor a gradient.
+            inputs = select_steps(inputs, mask)
 
         normed = ops.cast(
             standardize(ops.cast(inputs, dtype), NORM_EPSILON)
@@ -326,24 +331,15 @@ class MLSTMBlock(RecurrentBlock):
         if self.use_bias:
             up = up + self.up_bias
         x_m, z = ops.split(up, 2, axis=-1)  # (B, T, I) each
-        if mask is not None:
-            x_m = ops.where(mask[..., None], x_m, ops.zeros_like(x_m))
-
-        # Causal depthwise convolution over [previous K-1 inputs, x_m].
-        window = self.conv_kernel_size - 1
-        padded = ops.concatenate(
-            [ops.cast(initial_state[3], self.compute_dtype), x_m], axis=1
-        )  # (B, K-1+T, I)
-        conv = self.conv_bias + padded[:, window:] * self.conv_kernel[window]
-        for tap in range(window):
-            conv = conv + padded[:, tap : tap + length] * self.conv_kernel[tap]
-        new_window = padded[:, length:]  # the last K-1 inputs
-        x_c = ops.silu(conv)  # (B, T, I)
+        x_c, new_window = self._causal_conv(
+            x_m, ops.cast(initial_state[3], self.compute_dtype), mask
+        )  # (B, T, I), (B, K-1, I)
 
         q = self._headwise(x_c, self.q_kernel, self.q_bias)
         k = self._headwise(x_c, self.k_kernel, self.k_bias)
         v = self._headwise(x_m, self.v_kernel, self.v_bias)
-        gate_inputs = ops.cast(ops.concatenate([q, k, v], axis=-1), dtype)
+        q, k, v = (ops.cast(t, dtype) for t in (q, k, v))
+        gate_inputs = ops.concatenate([q, k, v], axis=-1)
         input_gate = (
             ops.einsum(
                 "bte,eh->bht",
@@ -373,8 +369,8 @@ class MLSTMBlock(RecurrentBlock):
             form=self.form,
             chunk_size=self.chunk_size,
             return_state=True,
-        )  # h (B, NH, T, DH)
-        h = standardize(ops.cast(h, dtype), NORM_EPSILON)
+        )  # h (B, NH, T, DH), float32
+        h = standardize(h, NORM_EPSILON)
         h = from_heads(h, x_c)
         h = h * (1.0 + ops.cast(self.head_norm_weight, dtype))
         h = ops.cast(h, self.compute_dtype)  # (B, T, I)
@@ -386,12 +382,40 @@ class MLSTMBlock(RecurrentBlock):
             out = keras.random.dropout(
                 out, self.dropout, seed=self.seed_generator
             )
-        if mask is not None:
-            out = ops.where(mask[..., None], out, ops.zeros_like(out))
-        outputs = inputs + out
+        outputs = select_steps(inputs + out, mask)
         if return_state:
             return [outputs, *state, new_window]
         return outputs
+
+    def _causal_conv(self, x_m, window, mask):
+        """`silu` of the causal depthwise convolution over the previous K-1
+        inputs `window` (B, K-1, I) and `x_m` (B, T, I); returns it and the
+        window after the last step.
+
+        With a mask, the convolution runs over the unmasked steps only,
+        gathered in time order, so masked steps are identities: they move
+        neither the window nor what the taps of later steps reach.
+        """
+        length = ops.shape(x_m)[1]
+        if mask is not None:
+            steps = ops.arange(length, dtype="int32")[None]  # (1, T)
+            # Unmasked steps first, each group in time order (unique keys).
+            order = ops.argsort(ops.where(mask, steps, steps + length))
+            x_m = ops.take_along_axis(x_m, order[..., None], axis=1)
+        taps = self.conv_kernel_size - 1
+        padded = ops.concatenate([window, x_m], axis=1)  # (B, K-1+T, I)
+        conv = self.conv_bias + padded[:, taps:] * self.conv_kernel[taps]
+        for tap in range(taps):
+            conv = conv + padded[:, tap : tap + length] * self.conv_kernel[tap]
+        if mask is None:
+            return ops.silu(conv), padded[:, length:]
+        counted = ops.cast(mask, "int32")
+        rank = ops.maximum(ops.cumsum(counted, axis=1) - 1, 0)  # (B, T)
+        conv = ops.take_along_axis(conv, rank[..., None], axis=1)
+        count = ops.sum(counted, axis=1)  # (B,), unmasked steps per row
+        last = count[:, None] + ops.arange(taps, dtype="int32")[None]
+        new_window = ops.take_along_axis(padded, last[..., None], axis=1)
+        return ops.silu(conv), new_window
 
     def _headwise(self, x, kernel, bias):
         """Block-diagonal projection: (B, T, I) -> (B, T, I)."""

@@ -17,6 +17,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import soft_cap
@@ -77,7 +78,8 @@ class MLSTMLargeBlock(RecurrentBlock):
         initial_state: None (zeros) or ``[C, n, m]``, shapes
             ``(B, NH, QK / NH, V / NH)``, ``(B, NH, QK / NH)``, ``(B, NH)``.
         mask: optional bool ``(B, T)``: masked steps leave the state
-            unchanged and output their input.
+            unchanged and output zeros; whatever they hold (NaN included)
+            reaches no output, state or gradient.
         training: unused (no dropout), for Keras.
         return_state: None (the constructor's) or a bool for this call.
 
@@ -265,6 +267,9 @@ class MLSTMLargeBlock(RecurrentBlock):
         dtype = state_dtype(self.compute_dtype)
         if mask is not None:
             mask = ops.cast(mask, "bool")
+            # A select: whatever padded steps hold (NaN included) must reach
+            # neither an output nor a gradient.
+            inputs = select_steps(inputs, mask)
 
         u = self._norm(inputs, self.norm_mlstm_weight, "norm_mlstm")
         q = self._bias(ops.einsum("btd,de->bte", u, self.q_kernel), "q")
@@ -290,9 +295,9 @@ class MLSTMLargeBlock(RecurrentBlock):
             self.gate_soft_cap,
         )
         h, state = mlstm(
-            to_heads(q, self.num_heads),
-            to_heads(k, self.num_heads),
-            to_heads(v, self.num_heads),
+            to_heads(ops.cast(q, dtype), self.num_heads),
+            to_heads(ops.cast(k, dtype), self.num_heads),
+            to_heads(ops.cast(v, dtype), self.num_heads),
             input_gate,
             forget_gate,
             initial_state=None
@@ -302,16 +307,13 @@ class MLSTMLargeBlock(RecurrentBlock):
             form=self.form,
             chunk_size=self.chunk_size,
             return_state=True,
-        )  # (B, NH, T, V / NH)
-        h = standardize(ops.cast(h, dtype), self.norm_epsilon)
+        )  # (B, NH, T, V / NH), float32
+        h = standardize(h, self.norm_epsilon)
         h = from_heads(h, o)
         h = ops.cast(h, self.compute_dtype) * self.head_norm_weight
         h = self._bias(h, "head_norm")
         branch = ops.einsum("bte,ed->btd", ops.sigmoid(o) * h, self.out_kernel)
-        branch = self._bias(branch, "out")
-        if mask is not None:
-            branch = ops.where(mask[..., None], branch, 0.0)
-        x = inputs + branch
+        x = inputs + select_steps(self._bias(branch, "out"), mask)
 
         u = self._norm(x, self.norm_ffn_weight, "norm_ffn")
         gate = self._bias(
@@ -323,10 +325,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         branch = ops.einsum(
             "btf,fd->btd", ops.silu(gate) * up, self.ffn_down_kernel
         )
-        branch = self._bias(branch, "ffn_down")
-        if mask is not None:
-            branch = ops.where(mask[..., None], branch, 0.0)
-        outputs = x + branch
+        outputs = x + select_steps(self._bias(branch, "ffn_down"), mask)
         if return_state:
             return [outputs, *state]
         return outputs

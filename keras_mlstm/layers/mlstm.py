@@ -16,6 +16,7 @@ from keras.src.utils.tracking import no_automatic_dependency_tracking
 
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.mlstm_cell import STATE_NAMES
 from keras_mlstm.layers.mlstm_cell import MLSTMCell
@@ -342,7 +343,7 @@ class MLSTM(keras.layers.Layer):
             mask = ops.cast(mask, "bool")
             # A select, not a product: whatever padded steps hold (NaN
             # included) must reach neither the outputs nor the gradients.
-            x = ops.where(mask[..., None], x, ops.zeros_like(x))
+            x = select_steps(x, mask)
         if self.go_backwards:
             x = ops.flip(x, axis=1)
             if mask is not None:

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_mlstm.layers.base import ReturnsState
+from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.block import NORM_EPSILON
 from keras_mlstm.layers.block import MLSTMBlock
 from keras_mlstm.layers.large_block import MLSTMLargeBlock
@@ -213,7 +214,7 @@ class MLSTMStack(ReturnsState, keras.layers.Layer):
             )
             states.append(state)
         if self.post_norm:
-            x = self._post_norm(x)
+            x = select_steps(self._post_norm(x), mask)
         if return_state:
             return [x, states]
         return x
