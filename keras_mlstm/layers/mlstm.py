@@ -294,8 +294,9 @@ class MLSTM(keras.layers.Layer):
 
     @property
     def state_size(self):
-        """The shapes of `C`, `n` and `m` without the batch axis."""
-        return self.cell.state_size
+        """The shapes of the states `C`, `n` and `m` without the batch
+        axis."""
+        return self.cell.head_state_shapes
 
     def build(self, sequences_shape, initial_state_shape=None):
         features = sequences_shape[-1]
@@ -329,8 +330,11 @@ class MLSTM(keras.layers.Layer):
 
     def get_initial_state(self, batch_size):
         """The state before the first step, `[C, n, m]`, all zeros, for
-        `batch_size` sequences."""
-        return self.cell.get_initial_state(batch_size)
+        `batch_size` sequences (float32; float64 for a float64 layer)."""
+        dtype = state_dtype(self.compute_dtype)
+        return [
+            ops.zeros((batch_size, *shape), dtype) for shape in self.state_size
+        ]
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
         self._check_call(sequences, initial_state, mask)

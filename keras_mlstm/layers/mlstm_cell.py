@@ -34,11 +34,16 @@ class MLSTMCell(keras.layers.Layer):
     """One step of the mLSTM: the cell of the `MLSTM` layer.
 
     Holds the layer's weights and computes, for one input `x` of shape
-    `(B, D)` and a state `[C, n, m]`, the output `h` of shape
-    `(B, U)` and the next state (see `MLSTM` for the equations). Use it
-    to run the recurrence step by step, e.g. inside `keras.layers.RNN` or
-    a hand-written loop; `MLSTM` computes whole sequences with the same
-    weights in parallel, which is much faster for training.
+    `(B, D)`, the output `h` of shape `(B, U)` and the next state (see
+    `MLSTM` for the equations). Use it to run the recurrence step by step,
+    in `keras.layers.RNN` or a hand-written loop; `MLSTM` computes whole
+    sequences with the same weights at once, which is much faster to train.
+
+    As every Keras cell, it keeps flat states, the previous output first
+    (what `keras.layers.RNN` repeats at masked steps): `[h, C, n, m]` with
+    shapes `(B, U)`, `(B, NH * DH * DH)`, `(B, NH * DH)`, `(B, NH)`; `MLSTM`
+    returns the same `C, n, m` with their head axes, `(B, NH, DH, DH)`,
+    `(B, NH, DH)`, `(B, NH)`.
 
     Args:
         units: positive int, output width; split into `num_heads` heads.
@@ -66,24 +71,26 @@ class MLSTMCell(keras.layers.Layer):
 
     Call arguments:
         inputs: `(B, D)`.
-        states: the list `[C, n, m]` with shapes `(B, NH, DH, DH)`,
-            `(B, NH, DH)`, `(B, NH)` (float32; float64 for a float64
-            cell), e.g. `get_initial_state(batch_size)`.
+        states: the list `[h, C, n, m]` (see above), e.g.
+            `get_initial_state(batch_size)`; `h` is not read (the mLSTM has
+            no hidden-to-hidden connection).
         training: unused; accepted for `keras.layers.RNN`.
 
     Returns:
-        `(output, new_states)`: `(B, U)` in the compute dtype and the
-        list `[C, n, m]`.
+        `(output, new_states)`: `(B, U)` in the compute dtype and the list
+        `[output, C, n, m]`.
 
     Example:
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
+    >>> x = np.random.normal(size=(2, 5, 3)).astype("float32")
     >>> cell = MLSTMCell(16)
     >>> states = cell.get_initial_state(batch_size=2)
-    >>> for x in np.random.normal(size=(5, 2, 3)).astype("float32"):
-    ...     output, states = cell(x, states)
-    >>> tuple(output.shape)
-    (2, 16)
+    >>> for t in range(5):
+    ...     output, states = cell(x[:, t], states)
+    >>> rnn = keras.layers.RNN(cell)  # the same steps, as a layer
+    >>> bool(keras.ops.all(keras.ops.isclose(rnn(x), output, atol=1e-6)))
+    True
 
     References:
         - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
@@ -142,7 +149,14 @@ class MLSTMCell(keras.layers.Layer):
 
     @property
     def state_size(self):
-        """The shapes of `C`, `n` and `m` without the batch axis."""
+        """The sizes of the flat states `[h, C, n, m]`."""
+        heads, size = self.num_heads, self.head_size
+        return [self.units, heads * size * size, heads * size, heads]
+
+    @property
+    def head_state_shapes(self):
+        """The shapes of `C`, `n` and `m` with their head axes, without the
+        batch axis (the states of `MLSTM`)."""
         heads, size = self.num_heads, self.head_size
         return [(heads, size, size), (heads, size), (heads,)]
 
@@ -206,19 +220,30 @@ class MLSTMCell(keras.layers.Layer):
 
     def call(self, inputs, states, training=None):
         q, k, v, output_gate, input_gate, forget_gate = self.project(inputs)
-        shape = ops.shape(inputs)
-        heads = (shape[0], self.num_heads, self.head_size)
-        h, new_states = mlstm_step(
+        batch = ops.shape(inputs)[0]
+        heads = (batch, self.num_heads, self.head_size)
+        dtype = state_dtype(self.compute_dtype)
+        memory = tuple(
+            ops.reshape(to_dtype(state, dtype), (batch, *shape))
+            for state, shape in zip(
+                states[1:], self.head_state_shapes, strict=True
+            )
+        )
+        h, (c, n, m) = mlstm_step(
             ops.reshape(q, heads),
             ops.reshape(k, heads),
             ops.reshape(v, heads),
             input_gate,
             forget_gate,
-            tuple(states),
+            memory,
             forget_gate_activation=self.forget_gate_activation,
         )  # (B, NH, DH)
         output = self.read_out(h[:, :, None], output_gate[:, None])[:, 0]
-        return output, list(new_states)
+        flat = [
+            ops.reshape(s, (batch, size))
+            for s, size in zip((c, n, m), self.state_size[1:], strict=True)
+        ]
+        return output, [output, *flat]
 
     def project(self, x):
         """The projections of inputs `(..., D)`: `q, k, v` (float32, or
@@ -276,11 +301,13 @@ class MLSTMCell(keras.layers.Layer):
         return ops.sigmoid(output_gate) * h
 
     def get_initial_state(self, batch_size=None):
-        """Zeros `[C, n, m]` for `batch_size` sequences, in the state
-        dtype (float32; float64 for a float64 cell)."""
+        """Zeros `[h, C, n, m]` (flat) for `batch_size` sequences: `h` in
+        the compute dtype, the memory in the state dtype (float32; float64
+        for a float64 cell)."""
         dtype = state_dtype(self.compute_dtype)
-        return [
-            ops.zeros((batch_size, *shape), dtype) for shape in self.state_size
+        h = ops.zeros((batch_size, self.units), self.compute_dtype)
+        return [h] + [
+            ops.zeros((batch_size, size), dtype) for size in self.state_size[1:]
         ]
 
     def get_config(self):

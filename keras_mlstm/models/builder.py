@@ -191,12 +191,12 @@ def build_mlstm_model(
         raise ValueError(
             f"`pooling` must be one of {POOLINGS}; received {pooling!r}."
         )
-    positive_int("embedding_dim", embedding_dim)
+    embedding_dim = positive_int("embedding_dim", embedding_dim)
     if context_length is not None:
-        positive_int("context_length", context_length)
+        context_length = positive_int("context_length", context_length)
     tokens = task == "language_model" or vocab_size is not None
     if tokens:
-        positive_int("vocab_size", vocab_size)
+        vocab_size = positive_int("vocab_size", vocab_size)
         if input_dim is not None:
             raise ValueError(
                 "Give `vocab_size` (token inputs) or `input_dim` (feature "
@@ -208,11 +208,11 @@ def build_mlstm_model(
                 "not `vocab_size`."
             )
     else:
-        positive_int("input_dim", input_dim)
+        input_dim = positive_int("input_dim", input_dim)
     if task == "classification":
-        positive_int("num_classes", num_classes)
+        num_classes = positive_int("num_classes", num_classes)
     if task == "regression":
-        positive_int("output_dim", output_dim)
+        output_dim = positive_int("output_dim", output_dim)
 
     if tokens:
         inputs = keras.Input((context_length,), dtype="int32", name="tokens")

@@ -167,8 +167,9 @@ def load_xlstm_weights(target, state_dict):
         ``target``, with its weights replaced.
 
     Raises:
-        ValueError: for a missing entry, a shape mismatch, or entries the
-            Keras model has no place for (e.g. sLSTM blocks).
+        ValueError: for an unbuilt `target`, a missing entry, a shape
+            mismatch, or entries the Keras model has no place for (e.g.
+            sLSTM blocks).
 
     Example:
 
@@ -187,6 +188,7 @@ def load_xlstm_weights(target, state_dict):
         - The official implementation, github.com/NX-AI/xlstm
           (``xlstm.xlstm_lm_model``, ``xlstm.xlstm_block_stack``).
     """
+    _check_built("target", target)
     loader = _Loader(state_dict)
     if isinstance(target, (MLSTMBlock, MLSTMLargeBlock)):
         _load_block(loader, target, "")
@@ -247,6 +249,19 @@ def _export_block(block, prefix, out):
             out[prefix + _LARGE_BLOCK_BIASES[name]] = value_of(variable)
 
 
+def _check_built(name, layer):
+    """ValueError naming `name` unless `layer` (if a Keras layer) is built:
+    an unbuilt layer has no weights to read or write yet."""
+    if isinstance(layer, keras.layers.Layer) and not layer.built:
+        raise ValueError(
+            f"`{name}` ({type(layer).__name__} '{layer.name}') must be "
+            "built first, so that its weights exist: call it once on inputs "
+            "of the official model's width, e.g. `layer(np.zeros((1, 1, "
+            "embedding_dim), 'float32'))`, or use "
+            "`keras_mlstm.from_xlstm(module)`, which builds it."
+        )
+
+
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def xlstm_state_dict(source):
     """The weights of a built ``MLSTMBlock``, ``MLSTMLargeBlock`` or
@@ -262,7 +277,7 @@ def xlstm_state_dict(source):
         A dict from official parameter names to float32 arrays.
 
     Raises:
-        ValueError: for any other object.
+        ValueError: for an unbuilt `source` or any other object.
 
     Example:
 
@@ -276,6 +291,7 @@ def xlstm_state_dict(source):
     References:
         - The official implementation, github.com/NX-AI/xlstm.
     """
+    _check_built("source", source)
     out = {}
     if isinstance(source, (MLSTMBlock, MLSTMLargeBlock)):
         _export_block(source, "", out)
