@@ -11,6 +11,13 @@ time, sharing no code with ``keras_mlstm``:
 
 A masked step keeps the state and outputs zeros.
 
+Non-finite gates have the meaning documented in docs/reliability.md: the
+input gate is clipped to [-1e30, 1e30] (+inf: a write that outweighs every
+finite one; -inf: no write), and with the exponential forget gate the log
+forget gate is clipped above at 1e30; a forget gate of -inf (log forget
+gate -inf) is a hard reset. NaN and inf in q, k, v propagate by IEEE
+arithmetic.
+
 With ``return_scale=True`` it also returns, per output entry, the scale of
 the terms summed to produce it:
 
@@ -57,10 +64,11 @@ def mlstm_reference(
         m = np.zeros((batch, heads))
     else:
         c, n, m = (np.array(s, np.float64) for s in initial_state)
+    i = np.clip(i, -1e30, 1e30)
     if forget_gate_activation == "sigmoid":
         lf = log_sigmoid(f)
     else:
-        lf = f
+        lf = np.minimum(f, 1e30)
     keep = np.ones((batch, length), bool) if mask is None else np.asarray(mask)
     h = np.zeros((batch, heads, length, dv))
     scale = np.zeros((batch, heads, length, dv))

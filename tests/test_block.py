@@ -43,7 +43,7 @@ def inputs(dtype="float32", seed=1, length=T):
 
 @pytest.mark.parametrize(
     "form,dtype,tolerance",
-    [("chunkwise", "float64", 1e-9)]
+    [pytest.param("chunkwise", "float64", 1e-9, marks=pytest.mark.float64)]
     + [(form, "float32", 1e-5) for form in FORMS],
 )
 def test_matches_reference(form, dtype, tolerance):

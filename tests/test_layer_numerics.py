@@ -90,7 +90,11 @@ def reference_kwargs(layer):
 
 
 @pytest.mark.parametrize(
-    "dtype,tolerance", [("float64", 1e-9), ("float32", 1e-4)]
+    "dtype,tolerance",
+    [
+        pytest.param("float64", 1e-9, marks=pytest.mark.float64),
+        ("float32", 1e-4),
+    ],
 )
 @pytest.mark.parametrize(
     "config", CONFIGS, ids=[str(i) for i in range(len(CONFIGS))]
@@ -129,7 +133,11 @@ def test_layer_matches_reference(config, dtype, tolerance, masked):
 
 
 @pytest.mark.parametrize(
-    "dtype,tolerance", [("float64", 1e-9), ("float32", 5e-3)]
+    "dtype,tolerance",
+    [
+        pytest.param("float64", 1e-9, marks=pytest.mark.float64),
+        ("float32", 5e-3),
+    ],
 )
 def test_forms_give_same_outputs_and_gradients(dtype, tolerance):
     x = data(length=70, dtype=dtype)

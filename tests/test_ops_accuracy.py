@@ -96,7 +96,9 @@ def assert_matches(result, expected, dtype, regime):
 
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("regime", REGIMES)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype", ["float32", pytest.param("float64", marks=pytest.mark.float64)]
+)
 def test_form_matches_reference(form, regime, dtype):
     shape = (2, 3, 200, 16, 8)
     result, expected = run_and_reference(shape, regime, dtype, form, seed=1)
@@ -112,7 +114,9 @@ def test_form_matches_reference_at_t512(form, regime):
 
 
 @pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype", ["float32", pytest.param("float64", marks=pytest.mark.float64)]
+)
 def test_initial_state_and_mask(form, dtype):
     shape = (3, 2, 77, 8, 12)
     result, expected = run_and_reference(
@@ -128,6 +132,7 @@ def test_initial_state_and_mask(form, dtype):
     assert_matches(result, expected, dtype, "strong")
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("chunk_size", [1, 16, 64, 128])
 @pytest.mark.parametrize("length", [1, 37, 101, 128, 257])
 def test_chunk_sizes_and_lengths(chunk_size, length):
@@ -139,6 +144,7 @@ def test_chunk_sizes_and_lengths(chunk_size, length):
     assert_matches(result, expected, "float64", "normal")
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("form", FORMS)
 def test_masked_steps_output_zero_and_keep_state(form):
     rng = np.random.default_rng(5)

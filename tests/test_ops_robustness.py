@@ -92,6 +92,7 @@ def test_prime_length_saturated_gates(form, chunk_size):
         assert relative_error(s, s_ref) < 1e-4
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(
     "shape",
@@ -114,6 +115,7 @@ def test_degenerate_shapes(form, shape):
         assert relative_error(s, s_ref) < 1e-10
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize("form", FORMS)
 def test_all_masked_rows(form):
     """A fully masked row outputs zeros and returns its initial state
@@ -145,6 +147,7 @@ def test_all_masked_rows(form):
         assert relative_error(s, s_ref) < 1e-10
 
 
+@pytest.mark.float64
 def test_padding_is_an_exact_identity():
     """T not a multiple of the chunk: the final state equals the one from a
     run whose length is a multiple, fed the same steps."""

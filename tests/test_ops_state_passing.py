@@ -17,6 +17,9 @@ from utils import to_numpy
 
 from keras_mlstm import ops as mlstm_ops
 
+# Every test here feeds float64 into the ops.
+pytestmark = pytest.mark.float64
+
 LENGTH = 150
 SPLITS = {
     "two": (61, 89),

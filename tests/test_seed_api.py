@@ -134,6 +134,7 @@ def test_continuing_from_hidden_state_equals_one_pass(num_heads):
             assert relative_error(part, to_numpy(expected)) < 1e-5
 
 
+@pytest.mark.float64
 def test_float64_layer_keeps_float64_states():
     """A float64 layer's memory is float64 (returned, `init_hidden` and
     symbolic); its state passing is exact to float64 rounding."""

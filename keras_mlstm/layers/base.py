@@ -58,6 +58,31 @@ def check_mask(mask, shape):
         )
 
 
+def guard_steps(x, mask):
+    """Make the steps of `x` (B, T, F) safe to compute with.
+
+    Masked steps and steps holding NaN or inf are set to zero by a select,
+    so that what they held reaches no arithmetic (and so no gradient: the
+    backward pass of `0 * NaN` is NaN, of a select is not). Returns the
+    cleaned `x` and `poisoned` (B, T): True from the first unmasked
+    non-finite step on, the outputs that `poison` sets to NaN.
+    """
+    if mask is not None:
+        x = select_steps(x, mask)
+    bad = ~ops.isfinite(ops.sum(x, axis=-1))  # (B, T)
+    x = ops.where(bad[..., None], ops.zeros_like(x), x)
+    poisoned = ops.cumsum(ops.cast(bad, "int32"), axis=1) > 0  # (B, T)
+    return x, poisoned
+
+
+def poison(x, poisoned):
+    """`x` with NaN where `poisoned`, broadcast from the leading axes (the
+    steps (B, T) of an output, or the batch (B,) of a state)."""
+    for _ in range(len(x.shape) - len(poisoned.shape)):
+        poisoned = poisoned[..., None]
+    return ops.where(poisoned, ops.full_like(x, float("nan")), x)
+
+
 def select_steps(x, mask):
     """`x` (B, T, F) with the steps where `mask` (B, T) is False set to
     zero by a select (whatever they held, NaN included, is gone, in the

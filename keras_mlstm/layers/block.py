@@ -16,7 +16,9 @@ from keras_mlstm.layers.base import RecurrentBlock
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
@@ -318,9 +320,10 @@ class MLSTMBlock(RecurrentBlock):
             initial_state = self.get_initial_state(batch)
         if mask is not None:
             mask = ops.cast(mask, "bool")
-            # A select: whatever padded steps hold (NaN included) must reach
-            # neither an output nor a gradient.
-            inputs = select_steps(inputs, mask)
+        # Padded and non-finite steps leave the arithmetic by a select (what
+        # they hold must reach no gradient); outputs from a non-finite step
+        # on are set to NaN at the end.
+        inputs, poisoned = guard_steps(inputs, mask)
 
         normed = ops.cast(
             standardize(ops.cast(inputs, dtype), NORM_EPSILON)
@@ -382,9 +385,10 @@ class MLSTMBlock(RecurrentBlock):
             out = keras.random.dropout(
                 out, self.dropout, seed=self.seed_generator
             )
-        outputs = select_steps(inputs + out, mask)
+        outputs = poison(select_steps(inputs + out, mask), poisoned)
         if return_state:
-            return [outputs, *state, new_window]
+            final = poisoned[:, -1]
+            return [outputs, *(poison(s, final) for s in (*state, new_window))]
         return outputs
 
     def _causal_conv(self, x_m, window, mask):

@@ -16,7 +16,9 @@ from keras_mlstm.layers.base import RecurrentBlock
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import known_features
+from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import rms_normalize
@@ -267,9 +269,10 @@ class MLSTMLargeBlock(RecurrentBlock):
         dtype = state_dtype(self.compute_dtype)
         if mask is not None:
             mask = ops.cast(mask, "bool")
-            # A select: whatever padded steps hold (NaN included) must reach
-            # neither an output nor a gradient.
-            inputs = select_steps(inputs, mask)
+        # Padded and non-finite steps leave the arithmetic by a select (what
+        # they hold must reach no gradient); outputs from a non-finite step
+        # on are set to NaN at the end.
+        inputs, poisoned = guard_steps(inputs, mask)
 
         u = self._norm(inputs, self.norm_mlstm_weight, "norm_mlstm")
         q = self._bias(ops.einsum("btd,de->bte", u, self.q_kernel), "q")
@@ -326,8 +329,9 @@ class MLSTMLargeBlock(RecurrentBlock):
             "btf,fd->btd", ops.silu(gate) * up, self.ffn_down_kernel
         )
         outputs = x + select_steps(self._bias(branch, "ffn_down"), mask)
+        outputs = poison(outputs, poisoned)
         if return_state:
-            return [outputs, *state]
+            return [outputs, *(poison(s, poisoned[:, -1]) for s in state)]
         return outputs
 
     def _check_call(self, inputs, initial_state, mask):

@@ -16,7 +16,8 @@ from keras.src.utils.tracking import no_automatic_dependency_tracking
 
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
-from keras_mlstm.layers.base import select_steps
+from keras_mlstm.layers.base import guard_steps
+from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.mlstm_cell import STATE_NAMES
 from keras_mlstm.layers.mlstm_cell import MLSTMCell
@@ -25,6 +26,7 @@ from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import rate
 from keras_mlstm.ops.common import state_dtype
+from keras_mlstm.ops.compat import reduce_max
 from keras_mlstm.ops.resolver import mlstm
 
 # Arguments of `keras.layers.LSTM` that have no meaning for the mLSTM: the
@@ -79,11 +81,15 @@ def check_lstm_only_arguments(kwargs):
     """Remove the `keras.layers.LSTM`-only arguments from `kwargs`, raising
     ValueError for a value that would mean something the mLSTM lacks."""
     for name, (accepted, why) in LSTM_ONLY_ARGUMENTS.items():
-        if name in kwargs and kwargs.pop(name) not in accepted:
+        if name not in kwargs:
+            continue
+        value = kwargs.pop(name)
+        if value not in accepted:
             raise ValueError(
                 f"`{name}` is an argument of keras.layers.LSTM with no "
-                f"meaning for MLSTM ({why}); MLSTM accepts it only as "
-                f"{' or '.join(repr(a) for a in accepted)}."
+                f"meaning for MLSTM ({why}); it must be "
+                f"{' or '.join(repr(a) for a in accepted)}; received "
+                f"{value!r}."
             )
 
 
@@ -345,13 +351,14 @@ class MLSTM(keras.layers.Layer):
         x = sequences
         if mask is not None:
             mask = ops.cast(mask, "bool")
-            # A select, not a product: whatever padded steps hold (NaN
-            # included) must reach neither the outputs nor the gradients.
-            x = select_steps(x, mask)
         if self.go_backwards:
             x = ops.flip(x, axis=1)
             if mask is not None:
                 mask = ops.flip(mask, axis=1)
+        # Padded and non-finite steps leave the arithmetic (a select, not a
+        # product, so that nothing they hold reaches a gradient); outputs
+        # from a non-finite step on are set to NaN afterwards.
+        x, poisoned = guard_steps(x, mask)
         if training and self.dropout > 0.0:
             shape = ops.shape(x)
             x = keras.random.dropout(
@@ -378,7 +385,8 @@ class MLSTM(keras.layers.Layer):
             forget_gate_activation=self.forget_gate_activation,
             return_state=True,
         )  # h (B, NH, T, DH), float32
-        outputs = self.cell.read_out(h, output_gate)  # (B, T, U)
+        outputs = poison(self.cell.read_out(h, output_gate), poisoned)
+        state = [poison(s, poisoned[:, -1]) for s in state]
 
         if self.stateful:
             for variable, value in zip(self.states, state, strict=True):
@@ -476,10 +484,8 @@ class MLSTM(keras.layers.Layer):
             return outputs[:, -1]
         length = ops.shape(mask)[1]
         steps = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
-        last = ops.max(
-            ops.where(mask, steps, -ops.ones_like(steps)),
-            axis=1,
-            initial=-1,
+        last = reduce_max(
+            ops.where(mask, steps, -ops.ones_like(steps)), axis=1
         )  # (B,), an empty batch included
         index = ops.reshape(ops.maximum(last, 0), (-1, 1, 1))
         output = ops.take_along_axis(outputs, index, axis=1)[:, 0]  # (B, U)

@@ -7,6 +7,7 @@ from keras_mlstm.layers.embedding import ReversibleEmbedding
 from keras_mlstm.layers.soft_cap import SoftCap
 from keras_mlstm.models.stack import MLSTMStack
 from keras_mlstm.ops.common import positive_int
+from keras_mlstm.ops.compat import reduce_max
 
 TASKS = ("language_model", "classification", "regression")
 POOLINGS = ("last", "mean")
@@ -90,7 +91,7 @@ class MaskedPooling(keras.layers.Layer):
             return ops.sum(inputs * keep, axis=1) / count
         length = ops.shape(mask)[1]
         steps = ops.arange(length, dtype="int32")[None]
-        last = ops.max(ops.where(mask, steps, -1), axis=1)  # (B,)
+        last = reduce_max(ops.where(mask, steps, -1), axis=1)  # (B,)
         index = ops.maximum(last, 0)[:, None, None]
         pooled = ops.take_along_axis(inputs, index, axis=1)[:, 0]
         return ops.where((last >= 0)[:, None], pooled, 0.0)

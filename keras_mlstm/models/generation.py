@@ -6,6 +6,8 @@ import numpy as np
 from keras import ops
 
 from keras_mlstm.models.builder import language_model_parts
+from keras_mlstm.ops.common import positive_int
+from keras_mlstm.ops.common import positive_number
 from keras_mlstm.ops.compat import compile_function
 
 
@@ -73,33 +75,23 @@ def generate(
             f"{prompt.dtype}."
         )
     vocab = embedding.input_dim
-    if prompt.min() < 0 or prompt.max() >= vocab:
+    if prompt.size and (prompt.min() < 0 or prompt.max() >= vocab):
         raise ValueError(
             f"`prompt_tokens` must be ids in [0, {vocab}); received values "
             f"in [{prompt.min()}, {prompt.max()}]."
         )
-    if isinstance(max_new_tokens, bool) or not isinstance(
-        max_new_tokens, (int, np.integer)
-    ):
-        raise ValueError(
-            f"`max_new_tokens` must be an int >= 0; received "
-            f"{max_new_tokens!r}."
-        )
-    if max_new_tokens < 0:
-        raise ValueError(
-            f"`max_new_tokens` must be an int >= 0; received {max_new_tokens}."
-        )
-    if not temperature >= 0:
-        raise ValueError(
-            f"`temperature` must be >= 0; received {temperature!r}."
-        )
-    if top_k is not None and not (
-        isinstance(top_k, (int, np.integer)) and 1 <= top_k <= vocab
-    ):
+    max_new_tokens = positive_int("max_new_tokens", max_new_tokens, 0)
+    temperature = positive_number("temperature", temperature, allow_zero=True)
+    if top_k is not None and positive_int("top_k", top_k) > vocab:
         raise ValueError(
             f"`top_k` must be None or an int in [1, {vocab}]; received "
             f"{top_k!r}."
         )
+    if not len(prompt):  # an empty batch: nothing to generate from
+        tokens = np.zeros((0, prompt.shape[1] + max_new_tokens), "int32")
+        if return_logits:
+            return tokens, np.zeros((0, max_new_tokens, vocab), "float32")
+        return tokens
 
     def logits_of(hidden):
         logits = (

@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from keras_mlstm.layers.base import ReturnsState
-from keras_mlstm.layers.base import select_steps
+from keras_mlstm.layers.base import guard_steps
+from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.block import NORM_EPSILON
 from keras_mlstm.layers.block import MLSTMBlock
 from keras_mlstm.layers.large_block import MLSTMLargeBlock
@@ -214,7 +215,10 @@ class MLSTMStack(ReturnsState, keras.layers.Layer):
             )
             states.append(state)
         if self.post_norm:
-            x = select_steps(self._post_norm(x), mask)
+            # The blocks set outputs from a non-finite step on to NaN: the
+            # norm's weights must not see them (0 * NaN in the backward).
+            x, poisoned = guard_steps(x, mask)
+            x = poison(self._post_norm(x), poisoned)
         if return_state:
             return [x, states]
         return x

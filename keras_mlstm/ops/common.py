@@ -164,15 +164,18 @@ def positive_int(name, value, minimum=1):
     return int(value)
 
 
-def positive_number(name, value):
-    """``value`` as a finite float > 0, or ValueError naming ``name``."""
+def positive_number(name, value, allow_zero=False):
+    """`value` as a finite float > 0 (>= 0 with `allow_zero`), or
+    ValueError naming `name`."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float, np.integer, np.floating))
-        or not 0 < value < float("inf")
+        or not (0 <= value if allow_zero else 0 < value)
+        or not value < float("inf")
     ):
+        bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(
-            f"`{name}` must be a finite number > 0; received {value!r}."
+            f"`{name}` must be a finite number {bound}; received {value!r}."
         )
     return float(value)
 
