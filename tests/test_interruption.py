@@ -49,6 +49,7 @@ import pytest
 from interruption_worker import EPOCHS
 from interruption_worker import STEPS_PER_EPOCH
 from utils import relative_error
+from utils import run_under_backend
 from utils import to_numpy
 
 from keras_mlstm import MLSTM
@@ -290,15 +291,7 @@ def test_stateful_stream_after_loading_under_another_backend(stream, tmp_path):
     states = {f"state{i}": s for i, s in enumerate(stream.states)}
     np.savez(data, piece=stream.pieces[2], **states)
     out = tmp_path / "out.npz"
-    result = subprocess.run(
-        [sys.executable, "-c", CONTINUE_STREAM, stream.path, data, out],
-        env=dict(os.environ, KERAS_BACKEND=other),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_under_backend(other, CONTINUE_STREAM, stream.path, data, out)
     with np.load(out) as results:
         assert results["largest_fresh_state"] == 0.0
         assert relative_error(results["from_zero"], stream.alone) < 1e-5

@@ -7,13 +7,12 @@ order their sums differently).
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 from utils import relative_error
+from utils import run_under_backend
 from utils import to_numpy
 
 from keras_mlstm import MLSTM
@@ -108,21 +107,5 @@ def test_saved_here_loads_under_other_backend(other, tmp_path):
     model.save(path)
     np.savez(tmp_path / "data.npz", x=x)
     out = str(tmp_path / "out.npy")
-    env = dict(os.environ, KERAS_BACKEND=other)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LOAD_AND_PREDICT,
-            path,
-            str(tmp_path / "data.npz"),
-            out,
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_under_backend(other, LOAD_AND_PREDICT, path, tmp_path / "data.npz", out)
     assert relative_error(np.load(out), expected) < 1e-5

@@ -8,13 +8,12 @@ and a full pass (the same sums in another order), 1e-5 across backends.
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 from utils import relative_error
+from utils import run_under_backend
 from utils import to_numpy
 
 import keras_mlstm
@@ -271,22 +270,9 @@ def test_language_model_loads_under_other_backend(other, tmp_path):
     model.save(path)
     np.save(tmp_path / "tokens.npy", tokens)
     out = str(tmp_path / "out.npy")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            LOAD_AND_PREDICT,
-            path,
-            str(tmp_path / "tokens.npy"),
-            out,
-        ],
-        env=dict(os.environ, KERAS_BACKEND=other),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run_under_backend(
+        other, LOAD_AND_PREDICT, path, tmp_path / "tokens.npy", out
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     assert relative_error(np.load(out), expected) < 1e-5
 
 

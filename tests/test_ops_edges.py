@@ -26,12 +26,16 @@ from utils import value_and_grad
 
 from keras_mlstm import ops as mlstm_ops
 
-GARBAGE = {
-    "nan": np.nan,
-    "inf": np.inf,
-    "-inf": -np.inf,
-    "huge": 3e38,
-}
+# What padding may hold; `garbage_like` spreads all of it over the masked
+# entries of one array, so one case exercises every kind.
+GARBAGE = (np.nan, np.inf, -np.inf, 3e38, -3e38)
+
+
+def garbage_like(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.choice(np.array(GARBAGE, "float32"), size=shape)
+
+
 NAMES = ("q", "k", "v", "input_gate", "forget_gate")
 
 
@@ -73,10 +77,9 @@ def inputs(seed=0, shape=(2, 2, 11, 4, 3)):
     return [a.astype("float32") for a in make_inputs(rng, shape)]
 
 
-@pytest.mark.parametrize("garbage", list(GARBAGE))
 @pytest.mark.parametrize("form", FORMS)
-def test_masked_steps_are_invisible_whatever_they_hold(form, garbage):
-    """Issue #9 item 1: NaN, inf or huge values in masked steps reach no
+def test_masked_steps_are_invisible_whatever_they_hold(form):
+    """Issue #9 item 1: NaN, +-inf and +-3e38 in masked steps reach no
     output, state or gradient: the results equal those with zeros there,
     bitwise, and the gradient at a masked step is zero."""
     clean = inputs()
@@ -85,8 +88,9 @@ def test_masked_steps_are_invisible_whatever_they_hold(form, garbage):
     mask[1, 4:6] = False  # a hole
     mask[1, 9:] = False  # right padding
     dirty = [a.copy() for a in clean]
-    for array in dirty:
-        np.moveaxis(array, 2, 1)[~mask] = GARBAGE[garbage]  # (B, T, NH...)
+    for index, array in enumerate(dirty):
+        padded = np.moveaxis(array, 2, 1)  # (B, T, NH, ...), a view
+        padded[~mask] = garbage_like(padded[~mask].shape, index)
     for array in clean:
         np.moveaxis(array, 2, 1)[~mask] = 0.0
     h_clean, state_clean = run(clean, form, mask=mask)
@@ -105,14 +109,7 @@ def test_masked_steps_are_invisible_whatever_they_hold(form, garbage):
         assert np.all(np.moveaxis(grad, 2, 1)[~mask] == 0.0), name
 
 
-def change_after(arrays, t, value):
-    changed = [a.copy() for a in arrays]
-    for array in changed:
-        array[:, :, t + 1 :] = value
-    return changed
-
-
-@pytest.mark.parametrize("garbage", ["nan", "inf", "random"])
+@pytest.mark.parametrize("garbage", ["non-finite", "random"])
 @pytest.mark.parametrize("form", FORMS)
 def test_outputs_and_gradients_are_causal(form, garbage):
     """Issue #9 item 2: the output at step t, and its gradient with respect
@@ -128,7 +125,11 @@ def test_outputs_and_gradients_are_causal(form, garbage):
                 size=array[:, :, t + 1 :].shape
             )
     else:
-        changed = change_after(arrays, t, GARBAGE[garbage])
+        changed = [a.copy() for a in arrays]
+        for index, array in enumerate(changed):
+            array[:, :, t + 1 :] = garbage_like(
+                array[:, :, t + 1 :].shape, index
+            )
     h, _ = run(arrays, form)
     h_changed, _ = run(changed, form)
     np.testing.assert_array_equal(h_changed[:, :, : t + 1], h[:, :, : t + 1])

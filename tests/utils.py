@@ -1,7 +1,13 @@
 """Helpers for the tests: inputs, comparisons and per-backend gradients."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FORMS = ("parallel", "chunkwise", "recurrent")
 
@@ -124,3 +130,19 @@ def value_and_grad(fn, args):
     else:
         raise ValueError(backend)
     return to_numpy(value), [to_numpy(g) for g in grads]
+
+
+def run_under_backend(backend, code, *args, timeout=300):
+    """Run the Python source `code` with `args` as `sys.argv[1:]` in a fresh
+    process under Keras backend `backend`, from the repository root; fail
+    the test with the end of its stderr if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *(str(a) for a in args)],
+        env=dict(os.environ, KERAS_BACKEND=backend),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
