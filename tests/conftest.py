@@ -35,7 +35,7 @@ try:
     # each), so its CI run draws fewer.
     settings.register_profile(
         "ci",
-        max_examples=4 if keras.backend.backend() == "jax" else 12,
+        max_examples=3 if keras.backend.backend() == "jax" else 12,
         derandomize=True,
         **_common,
     )
@@ -55,6 +55,27 @@ def pytest_configure(config):
         "slow: minutes per backend; left out of the default run, see "
         "docs/reliability.md for the command that runs them",
     )
+    config.addinivalue_line(
+        "markers",
+        "jax_slow: compile-bound on JAX (its eager mode compiles every new "
+        "shape): on JAX in the slow tier, on the other backends in the "
+        "default run",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """On JAX, `jax_slow` tests join the slow tier (before `-m` selects).
+
+    They repeat, through the docs, the demo, the benchmark CLI, real
+    processes or ported suites, code paths that the JAX default run covers
+    directly; TensorFlow and PyTorch run them by default.
+    """
+    if keras.backend.backend() != "jax":
+        return
+    for item in items:
+        if item.get_closest_marker("jax_slow") is not None:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

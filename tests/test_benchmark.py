@@ -11,6 +11,8 @@ import pytest
 
 from keras_mlstm import benchmark
 
+pytestmark = pytest.mark.jax_slow
+
 
 def test_benchmark_runs_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"

@@ -21,6 +21,8 @@ from keras_mlstm import generate
 from keras_mlstm import load_xlstm_weights
 from keras_mlstm import xlstm_state_dict
 
+pytestmark = pytest.mark.jax_slow
+
 torch = pytest.importorskip("torch")
 xlstm = pytest.importorskip("xlstm")
 

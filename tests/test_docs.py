@@ -7,6 +7,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.jax_slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + [
     os.path.join("docs", name)

@@ -4,6 +4,9 @@ import importlib.util
 import os
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.jax_slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -54,6 +54,8 @@ from utils import to_numpy
 
 from keras_mlstm import MLSTM
 
+pytestmark = pytest.mark.jax_slow
+
 BACKEND = keras.backend.backend()
 # Each backend's run loads a file saved under the next one, so that across
 # the three runs every backend saves for, and loads from, another.

@@ -31,6 +31,8 @@ from reference import mlstm_layer_reference
 from keras_mlstm import MLSTM
 from keras_mlstm import MLSTMCell
 
+pytestmark = pytest.mark.jax_slow
+
 # Keras's tests use constant initializers (0.01, 0.03). With constant
 # weights every feature of an mLSTM head reads the same value, which the head
 # norm maps to exactly zero: seeded random weights keep the outputs

@@ -20,6 +20,8 @@ from utils import value_and_grad
 from keras_mlstm import MLSTM
 from keras_mlstm import mLSTM
 
+pytestmark = pytest.mark.jax_slow
+
 
 def random_inputs(seed, shape):
     return np.random.default_rng(seed).normal(size=shape).astype("float32")

@@ -28,6 +28,13 @@ switches. Each was found by a test in ``tests/`` that fails without it.
   ``sequential_scan_gradient_is_quadratic`` tells the chunkwise form to use
   an associative scan there instead.
 
+- On JAX, ``keras.ops`` runs eagerly op by op, and JAX compiles each op
+  for each new shape: a first eager call of the chunkwise form at a new
+  shape took 4.4 s (about 300 small compilations) and every later call
+  0.2 s; under ``jax.jit`` the same call compiled in 0.7 s and then took
+  0.6 ms. ``compiled_on_jax`` compiles the ops' computation as one program
+  there (inlined when the caller is itself traced, as in ``fit``).
+
 Every other backend goes straight to ``keras.ops``.
 """
 
@@ -69,6 +76,32 @@ def compile_function(fn):
 
         return tf.function(fn, jit_compile=True, reduce_retracing=True)
     return fn
+
+
+def compiled_on_jax(fn, static_argnames):
+    """``fn`` under ``jax.jit`` on JAX (see the module docstring); ``fn``
+    itself on the other backends and for symbolic (``KerasTensor``) inputs.
+
+    Args:
+        fn: a function of tensors (nests of tensors and None allowed).
+        static_argnames: the names of ``fn``'s keyword arguments that are
+            Python values (hashable), part of the compiled program.
+
+    Returns:
+        The function to call in place of ``fn``.
+    """
+    if keras.backend.backend() != "jax":
+        return fn
+    import jax
+
+    compiled = jax.jit(fn, static_argnames=static_argnames)
+
+    def call(*args, **kwargs):
+        if any(map(keras.backend.is_keras_tensor, tree.flatten(args))):
+            return fn(*args, **kwargs)
+        return compiled(*args, **kwargs)
+
+    return call
 
 
 def sequential_scan_gradient_is_quadratic():

@@ -17,6 +17,7 @@ from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import finish
 from keras_mlstm.ops.common import prepare
 from keras_mlstm.ops.common import read_out
+from keras_mlstm.ops.compat import compiled_on_jax
 from keras_mlstm.ops.compat import maximum
 from keras_mlstm.ops.compat import scan
 
@@ -141,6 +142,32 @@ def mlstm_step(
     check_inputs(
         q, k, v, input_gate, forget_gate, state, mask, STEP_LAYOUT, "state"
     )
+    return _step(
+        q,
+        k,
+        v,
+        input_gate,
+        forget_gate,
+        state,
+        mask,
+        forget_gate_activation=forget_gate_activation,
+        eps=eps,
+    )
+
+
+def _step(
+    q,
+    k,
+    v,
+    input_gate,
+    forget_gate,
+    state,
+    mask,
+    *,
+    forget_gate_activation,
+    eps,
+):
+    """`mlstm_step` after its checks: `(h, new_state)`."""
     prepared = prepare(
         q, k, v, input_gate, forget_gate, state, mask, forget_gate_activation
     )
@@ -154,3 +181,8 @@ def mlstm_step(
         eps,
     )
     return finish(h, new_state, prepared)
+
+
+_step = compiled_on_jax(
+    _step, static_argnames=("forget_gate_activation", "eps")
+)

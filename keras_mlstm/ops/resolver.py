@@ -14,6 +14,7 @@ from keras_mlstm.ops.common import check_inputs
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import finish
 from keras_mlstm.ops.common import prepare
+from keras_mlstm.ops.compat import compiled_on_jax
 from keras_mlstm.ops.parallel import parallel_form
 from keras_mlstm.ops.recurrent import recurrent_form
 
@@ -149,7 +150,37 @@ def mlstm(
         SEQUENCE_LAYOUT,
         "initial_state",
     )
-    form = resolve_form(form, dims.get("T"), chunk_size)
+    h, state = _compute(
+        q,
+        k,
+        v,
+        input_gate,
+        forget_gate,
+        initial_state,
+        mask,
+        form=resolve_form(form, dims.get("T"), chunk_size),
+        chunk_size=chunk_size,
+        forget_gate_activation=forget_gate_activation,
+        eps=eps,
+    )
+    return (h, state) if return_state else h
+
+
+def _compute(
+    q,
+    k,
+    v,
+    input_gate,
+    forget_gate,
+    initial_state,
+    mask,
+    *,
+    form,
+    chunk_size,
+    forget_gate_activation,
+    eps,
+):
+    """`mlstm` after its checks, with a concrete form: `(h, state)`."""
     prepared = prepare(
         q,
         k,
@@ -166,5 +197,10 @@ def mlstm(
         h, state = chunkwise_form(prepared, eps, chunk_size)
     else:
         h, state = recurrent_form(prepared, eps)
-    h, state = finish(h, state, prepared)
-    return (h, state) if return_state else h
+    return finish(h, state, prepared)
+
+
+_compute = compiled_on_jax(
+    _compute,
+    static_argnames=("form", "chunk_size", "forget_gate_activation", "eps"),
+)
