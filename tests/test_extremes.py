@@ -208,7 +208,10 @@ CASES = {
     ),
     "MLSTM, inputs of scale 1e3, float32": (
         lambda: layer_error("float32"),
-        1e-5,
+        # Pre-activations of ~1e3 carry float32 rounding of ~6e-5 into the
+        # exponential gates: measured 9e-6 alone, 1.8e-5 on PyTorch after
+        # the cases above in one process.
+        1e-4,
         False,
     ),
     "MLSTM, inputs of scale 1e3, mixed_float16": (
