@@ -141,3 +141,25 @@ def test_tensorflow_unknown_batch_and_length(form):
         )
         assert tuple(h.shape) == (2, 2, length, 8)
         assert relative_error(h, to_numpy(h_eager)) < 1e-5
+
+
+@pytest.mark.skipif(
+    BACKEND != "jax",
+    reason="symbolic inputs reach the ops' torch and tf workarounds in "
+    "compat.py; only JAX ran the ops on keras.Input before they compiled",
+)
+@pytest.mark.parametrize("op", ["mlstm", "mlstm_step"])
+def test_symbolic_inputs_give_symbolic_outputs(op):
+    """On JAX, `keras.Input` tensors still go through the ops symbolically,
+    as before the ops ran as one compiled program there
+    (`compat.compiled_on_jax` passes them by `jax.jit`)."""
+    time = (5,) if op == "mlstm" else ()
+    q = keras.Input(batch_shape=(2, 3, *time, 4))
+    i = keras.Input(batch_shape=(2, 3, *time))
+    h, (c, n, m) = getattr(mlstm_ops, op)(
+        q, q, q, i, i, **({"return_state": True} if op == "mlstm" else {})
+    )
+    assert keras.backend.is_keras_tensor(h)
+    assert tuple(h.shape) == (2, 3, *time, 4)
+    assert tuple(c.shape) == (2, 3, 4, 4)
+    assert tuple(m.shape) == (2, 3)

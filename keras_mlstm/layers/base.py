@@ -67,10 +67,14 @@ def guard_steps(x, mask):
     cleaned `x` and `poisoned` (B, T): True from the first unmasked
     non-finite step on, the outputs that `poison` sets to NaN.
     """
-    if mask is not None:
-        x = select_steps(x, mask)
     bad = ~ops.isfinite(ops.sum(x, axis=-1))  # (B, T)
-    x = ops.where(bad[..., None], ops.zeros_like(x), x)
+    if mask is not None:
+        mask = ops.cast(mask, "bool")
+        bad = bad & mask  # what padding holds is no error
+        keep = mask & ~bad
+    else:
+        keep = ~bad
+    x = ops.where(keep[..., None], x, ops.zeros_like(x))
     poisoned = ops.cumsum(ops.cast(bad, "int32"), axis=1) > 0  # (B, T)
     return x, poisoned
 
@@ -81,6 +85,12 @@ def poison(x, poisoned):
     for _ in range(len(x.shape) - len(poisoned.shape)):
         poisoned = poisoned[..., None]
     return ops.where(poisoned, ops.full_like(x, float("nan")), x)
+
+
+def poison_state(state, poisoned):
+    """The tensors of `state` (each with batch axis first) set to NaN for
+    the rows whose last step is `poisoned` (B, T)."""
+    return [poison(s, poisoned[:, -1]) for s in state]
 
 
 def select_steps(x, mask):

@@ -19,6 +19,7 @@ from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import known_features
 from keras_mlstm.layers.base import poison
+from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
@@ -387,8 +388,7 @@ class MLSTMBlock(RecurrentBlock):
             )
         outputs = poison(select_steps(inputs + out, mask), poisoned)
         if return_state:
-            final = poisoned[:, -1]
-            return [outputs, *(poison(s, final) for s in (*state, new_window))]
+            return [outputs, *poison_state([*state, new_window], poisoned)]
         return outputs
 
     def _causal_conv(self, x_m, window, mask):

@@ -19,6 +19,7 @@ from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import known_features
 from keras_mlstm.layers.base import poison
+from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import select_steps
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import rms_normalize
@@ -331,7 +332,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         outputs = x + select_steps(self._bias(branch, "ffn_down"), mask)
         outputs = poison(outputs, poisoned)
         if return_state:
-            return [outputs, *(poison(s, poisoned[:, -1]) for s in state)]
+            return [outputs, *poison_state(state, poisoned)]
         return outputs
 
     def _check_call(self, inputs, initial_state, mask):

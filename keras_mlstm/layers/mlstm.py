@@ -18,6 +18,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import poison
+from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.mlstm_cell import STATE_NAMES
 from keras_mlstm.layers.mlstm_cell import MLSTMCell
@@ -386,7 +387,7 @@ class MLSTM(keras.layers.Layer):
             return_state=True,
         )  # h (B, NH, T, DH), float32
         outputs = poison(self.cell.read_out(h, output_gate), poisoned)
-        state = [poison(s, poisoned[:, -1]) for s in state]
+        state = poison_state(state, poisoned)
 
         if self.stateful:
             for variable, value in zip(self.states, state, strict=True):
