@@ -14,6 +14,7 @@ import pytest
 from reference import mlstm_layer_reference
 from utils import relative_error
 from utils import to_numpy
+from utils import value_and_grad
 
 from keras_mlstm import MLSTM
 from keras_mlstm import MaskedPooling
@@ -63,7 +64,6 @@ def outputs_and_gradients(layer, x, mask, weights):
     autodiff (through `stateless_call`)."""
     trainable = [to_numpy(v) for v in layer.trainable_variables]
     others = [to_numpy(v) for v in layer.non_trainable_variables]
-    backend = keras.backend.backend()
 
     def loss(x, *train):
         y, _ = layer.stateless_call(
@@ -72,30 +72,8 @@ def outputs_and_gradients(layer, x, mask, weights):
         total = keras.ops.sum(y * keras.ops.convert_to_tensor(weights))
         return total, y
 
-    args = [x, *trainable]
-    if backend == "jax":
-        import jax
-
-        grad_fn = jax.value_and_grad(
-            loss, argnums=tuple(range(len(args))), has_aux=True
-        )
-        (_, y), grads = jax.jit(grad_fn)(*[jax.numpy.asarray(a) for a in args])
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        tensors = [tf.constant(a) for a in args]
-        with tf.GradientTape() as tape:
-            tape.watch(tensors)
-            total, y = loss(*tensors)
-        grads = tape.gradient(total, tensors)
-    else:
-        import torch
-
-        tensors = [torch.tensor(a, requires_grad=True) for a in args]
-        total, y = loss(*tensors)
-        grads = torch.autograd.grad(total, tensors)
-        y = y.detach()
-    return to_numpy(y), [to_numpy(g) for g in grads]
+    (_, y), grads = value_and_grad(loss, [x, *trainable], has_aux=True)
+    return y, grads
 
 
 def garbage_like(shape, seed=0):

@@ -101,16 +101,20 @@ def compiled(fn):
     return fn
 
 
-def value_and_grad(fn, args):
+def value_and_grad(fn, args, has_aux=False):
     """Value and gradients of scalar ``fn(*args)`` w.r.t. every argument.
 
-    ``args`` are NumPy arrays; the backend's own autodiff is used.
+    ``args`` are NumPy arrays; the backend's own autodiff is used. With
+    ``has_aux``, ``fn`` returns ``(scalar, aux)`` and the value returned is
+    ``(scalar, aux)`` too, as in ``jax.value_and_grad``.
     """
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        grad_fn = jax.value_and_grad(fn, argnums=tuple(range(len(args))))
+        grad_fn = jax.value_and_grad(
+            fn, argnums=tuple(range(len(args))), has_aux=has_aux
+        )
         value, grads = jax.jit(grad_fn)(*[jax.numpy.asarray(a) for a in args])
     elif backend == "tensorflow":
         import tensorflow as tf
@@ -119,17 +123,17 @@ def value_and_grad(fn, args):
         with tf.GradientTape() as tape:
             tape.watch(tensors)
             value = fn(*tensors)
-        grads = tape.gradient(value, tensors)
+        grads = tape.gradient(value[0] if has_aux else value, tensors)
     elif backend == "torch":
         import torch
 
         tensors = [torch.tensor(a, requires_grad=True) for a in args]
         value = fn(*tensors)
-        grads = torch.autograd.grad(value, tensors)
-        value = value.detach()
+        grads = torch.autograd.grad(value[0] if has_aux else value, tensors)
     else:
         raise ValueError(backend)
-    return to_numpy(value), [to_numpy(g) for g in grads]
+    value = tuple(map(to_numpy, value)) if has_aux else to_numpy(value)
+    return value, [to_numpy(g) for g in grads]
 
 
 def run_under_backend(backend, code, *args, timeout=300):
