@@ -67,9 +67,9 @@ data, _ = train(keras.distribution.DataParallel(devices=devices))
 mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"], devices)
 layout = keras.distribution.LayoutMap(mesh)
 for name in ("up", "q", "k", "v", "output_gate", "ffn_gate", "ffn_up"):
-    layout[rf"mlstm_stack/block_\d+/{name}_kernel"] = (None, "model")
+    layout[rf"mlstm_stack/block_\d+/{name}/kernel"] = (None, "model")
 for name in ("down", "out", "ffn_down"):
-    layout[rf"mlstm_stack/block_\d+/{name}_kernel"] = ("model", None)
+    layout[rf"mlstm_stack/block_\d+/{name}/kernel"] = ("model", None)
 layout["token_embedding/embeddings"] = (None, "model")
 model, sharded = train(
     keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")

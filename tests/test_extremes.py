@@ -29,6 +29,7 @@ from reference import mlstm_large_block_reference
 from reference import mlstm_layer_reference
 from reference import mlstm_reference
 from utils import compiled
+from utils import named_weights
 from utils import relative_error
 from utils import to_numpy
 from utils import value_and_grad
@@ -131,7 +132,7 @@ def block_error(block_class, policy, scale=1e3):
     x = x.astype("float32")
     block = block_class(num_heads=2, seed=2, dtype=policy)
     y = to_numpy(block(x))
-    weights = {w.name: to_numpy(w) for w in block.weights}
+    weights = named_weights(block)
     if block_class is MLSTMBlock:
         reference, _, _ = mlstm_block_reference(x, weights, 2)
     else:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from reference import mlstm_large_block_reference
 from utils import FORMS
+from utils import named_weights
 from utils import relative_error
 from utils import to_numpy
 
@@ -35,7 +36,7 @@ def randomized_block(dtype="float32", seed=0, **kwargs):
 
 
 def weights_of(block):
-    return {w.name: to_numpy(w) for w in block.weights}
+    return named_weights(block)
 
 
 def inputs(dtype="float32", seed=1, length=T):
@@ -98,10 +99,11 @@ def test_initialisation():
     block.build((None, None, 256))
     assert (block.qk_dim, block.v_dim, block.ffn_dim) == (128, 256, 704)
     small = np.sqrt(2 / (5 * 256))
+    weights = named_weights(block)
     for name in ("q_kernel", "v_kernel", "ffn_gate_kernel"):
-        std = to_numpy(getattr(block, name)).std()
+        std = weights[name].std()
         assert abs(std / small - 1) < 0.05, name
-    out = to_numpy(block.out_kernel).std()
+    out = weights["out_kernel"].std()
     assert abs(out / (2 / 2 / np.sqrt(256)) - 1) < 0.05
     np.testing.assert_array_equal(to_numpy(block.input_gate_bias), -10.0)
     np.testing.assert_allclose(

@@ -65,6 +65,17 @@ def to_numpy(x):
     return np.asarray(keras.ops.convert_to_numpy(x))
 
 
+def named_weights(layer):
+    """A layer's weights as arrays, keyed by their path under the layer
+    with "/" read as "_" ("up/kernel" -> "up_kernel"): the names the float64
+    references in reference.py take."""
+    prefix = layer.path + "/"
+    return {
+        w.path.removeprefix(prefix).replace("/", "_"): to_numpy(w)
+        for w in layer.weights
+    }
+
+
 def relative_error(actual, expected):
     """``max |actual - expected| / max |expected|``."""
     actual = np.asarray(to_numpy(actual), np.float64)

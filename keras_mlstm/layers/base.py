@@ -5,6 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mlstm.layers.projection import Projection
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import static_shape
@@ -161,6 +162,26 @@ class RecurrentBlock(ReturnsState, keras.layers.Layer):
     def _seed(self, offset):
         """A distinct initialiser seed per weight (None stays None)."""
         return None if self.seed is None else self.seed + offset
+
+    def _projection(self, name, units, input_dim, stddev, offset):
+        """A built ``Projection`` (a ``Dense``), kernel normal(0, stddev).
+
+        Projections are ``Dense`` layers, not raw weights, so that Keras'
+        ``enable_lora`` and ``quantize`` apply to them. The sublayer's name
+        makes its weights read ``{name}_kernel`` / ``{name}_bias`` in the
+        block's variable paths.
+        """
+        layer = Projection(
+            units,
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.RandomNormal(
+                stddev=stddev, seed=self._seed(offset)
+            ),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+        layer.build((None, None, input_dim))
+        return layer
 
     def check_initial_state(self, initial_state, batch):
         """Raise ValueError unless ``initial_state`` matches

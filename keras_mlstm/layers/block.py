@@ -189,11 +189,7 @@ class MLSTMBlock(RecurrentBlock):
         self.norm_weight = self.add_weight(
             name="norm_weight", shape=(features,), initializer="zeros"
         )
-        self.up_kernel = self.add_weight(
-            name="up_kernel",
-            shape=(features, 2 * inner),
-            initializer=small(stddev=small_std, seed=self._seed(0)),
-        )
+        self.up = self._projection("up", 2 * inner, features, small_std, 0)
         self.conv_kernel = self.add_weight(
             name="conv_kernel",
             shape=(self.conv_kernel_size, inner),
@@ -254,28 +250,20 @@ class MLSTMBlock(RecurrentBlock):
         self.skip = self.add_weight(
             name="skip", shape=(inner,), initializer="ones"
         )
-        self.down_kernel = self.add_weight(
-            name="down_kernel",
-            shape=(inner, features),
-            initializer=keras.initializers.RandomNormal(
-                stddev=2.0 / self.num_blocks / math.sqrt(features),
-                seed=self._seed(7),
-            ),
+        self.down = self._projection(
+            "down",
+            features,
+            inner,
+            2.0 / self.num_blocks / math.sqrt(features),
+            7,
         )
-        self.up_bias = self.q_bias = self.k_bias = self.v_bias = None
-        self.down_bias = None
+        self.q_bias = self.k_bias = self.v_bias = None
         if self.use_bias:
-            self.up_bias = self.add_weight(
-                name="up_bias", shape=(2 * inner,), initializer="zeros"
-            )
             self.q_bias, self.k_bias, self.v_bias = (
                 self.add_weight(
                     name=f"{name}_bias", shape=(inner,), initializer="zeros"
                 )
                 for name in "qkv"
-            )
-            self.down_bias = self.add_weight(
-                name="down_bias", shape=(features,), initializer="zeros"
             )
 
     def state_specs(self, batch):
@@ -331,9 +319,7 @@ class MLSTMBlock(RecurrentBlock):
             * (1.0 + ops.cast(self.norm_weight, dtype)),
             self.compute_dtype,
         )
-        up = ops.einsum("btd,de->bte", normed, self.up_kernel)  # (B, T, 2 I)
-        if self.use_bias:
-            up = up + self.up_bias
+        up = self.up(normed)  # (B, T, 2 I)
         x_m, z = ops.split(up, 2, axis=-1)  # (B, T, I) each
         x_c, new_window = self._causal_conv(
             x_m, ops.cast(initial_state[3], self.compute_dtype), mask
@@ -379,9 +365,7 @@ class MLSTMBlock(RecurrentBlock):
         h = h * (1.0 + ops.cast(self.head_norm_weight, dtype))
         h = ops.cast(h, self.compute_dtype)  # (B, T, I)
         h = (h + self.skip * x_c) * ops.silu(z)
-        out = ops.einsum("bte,ed->btd", h, self.down_kernel)  # (B, T, D)
-        if self.use_bias:
-            out = out + self.down_bias
+        out = self.down(h)  # (B, T, D)
         if training and self.dropout > 0.0:
             out = keras.random.dropout(
                 out, self.dropout, seed=self.seed_generator

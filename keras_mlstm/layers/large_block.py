@@ -157,26 +157,17 @@ class MLSTMLargeBlock(RecurrentBlock):
         small = math.sqrt(2.0 / (5.0 * features))
         wang = 2.0 / self.num_blocks / math.sqrt(features)
 
-        def kernel(name, shape, std, offset):
-            return self.add_weight(
-                name=name,
-                shape=shape,
-                initializer=keras.initializers.RandomNormal(
-                    stddev=std, seed=self._seed(offset)
-                ),
-            )
-
         def vector(name, size, initializer, **kwargs):
             return self.add_weight(
                 name=name, shape=(size,), initializer=initializer, **kwargs
             )
 
         self.norm_mlstm_weight = vector("norm_mlstm_weight", features, "ones")
-        self.q_kernel = kernel("q_kernel", (features, self.qk_dim), small, 0)
-        self.k_kernel = kernel("k_kernel", (features, self.qk_dim), small, 1)
-        self.v_kernel = kernel("v_kernel", (features, self.v_dim), small, 2)
-        self.output_gate_kernel = kernel(
-            "output_gate_kernel", (features, self.v_dim), small, 3
+        self.q = self._projection("q", self.qk_dim, features, small, 0)
+        self.k = self._projection("k", self.qk_dim, features, small, 1)
+        self.v = self._projection("v", self.v_dim, features, small, 2)
+        self.output_gate = self._projection(
+            "output_gate", self.v_dim, features, small, 3
         )
         # Gates stay float32 under mixed precision (they are exponentiated).
         self.input_gate_kernel = self.add_weight(
@@ -208,31 +199,24 @@ class MLSTMLargeBlock(RecurrentBlock):
             autocast=False,
         )
         self.head_norm_weight = vector("head_norm_weight", self.v_dim, "ones")
-        self.out_kernel = kernel("out_kernel", (self.v_dim, features), wang, 4)
+        self.out = self._projection("out", features, self.v_dim, wang, 4)
         self.norm_ffn_weight = vector("norm_ffn_weight", features, "ones")
-        self.ffn_gate_kernel = kernel(
-            "ffn_gate_kernel", (features, self.ffn_dim), small, 5
+        self.ffn_gate = self._projection(
+            "ffn_gate", self.ffn_dim, features, small, 5
         )
-        self.ffn_up_kernel = kernel(
-            "ffn_up_kernel", (features, self.ffn_dim), small, 6
+        self.ffn_up = self._projection(
+            "ffn_up", self.ffn_dim, features, small, 6
         )
-        self.ffn_down_kernel = kernel(
-            "ffn_down_kernel", (self.ffn_dim, features), wang, 7
+        self.ffn_down = self._projection(
+            "ffn_down", features, self.ffn_dim, wang, 7
         )
+        # The norms' biases (the projections' are in their Dense layers).
         self.biases = {}
         if self.use_bias:
             for name, size in (
                 ("norm_mlstm", features),
-                ("q", self.qk_dim),
-                ("k", self.qk_dim),
-                ("v", self.v_dim),
-                ("output_gate", self.v_dim),
                 ("head_norm", self.v_dim),
-                ("out", features),
                 ("norm_ffn", features),
-                ("ffn_gate", self.ffn_dim),
-                ("ffn_up", self.ffn_dim),
-                ("ffn_down", features),
             ):
                 self.biases[name] = vector(f"{name}_bias", size, "zeros")
 
@@ -276,13 +260,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         inputs, poisoned = guard_steps(inputs, mask)
 
         u = self._norm(inputs, self.norm_mlstm_weight, "norm_mlstm")
-        q = self._bias(ops.einsum("btd,de->bte", u, self.q_kernel), "q")
-        k = self._bias(ops.einsum("btd,de->bte", u, self.k_kernel), "k")
-        v = self._bias(ops.einsum("btd,de->bte", u, self.v_kernel), "v")
-        o = self._bias(
-            ops.einsum("btd,de->bte", u, self.output_gate_kernel),
-            "output_gate",
-        )
+        q, k, v, o = self.q(u), self.k(u), self.v(u), self.output_gate(u)
         u_gates = ops.cast(u, dtype)
         input_gate = soft_cap(
             ops.einsum(
@@ -316,20 +294,12 @@ class MLSTMLargeBlock(RecurrentBlock):
         h = from_heads(h, o)
         h = ops.cast(h, self.compute_dtype) * self.head_norm_weight
         h = self._bias(h, "head_norm")
-        branch = ops.einsum("bte,ed->btd", ops.sigmoid(o) * h, self.out_kernel)
-        x = inputs + select_steps(self._bias(branch, "out"), mask)
+        branch = self.out(ops.sigmoid(o) * h)
+        x = inputs + select_steps(branch, mask)
 
         u = self._norm(x, self.norm_ffn_weight, "norm_ffn")
-        gate = self._bias(
-            ops.einsum("btd,df->btf", u, self.ffn_gate_kernel), "ffn_gate"
-        )
-        up = self._bias(
-            ops.einsum("btd,df->btf", u, self.ffn_up_kernel), "ffn_up"
-        )
-        branch = ops.einsum(
-            "btf,fd->btd", ops.silu(gate) * up, self.ffn_down_kernel
-        )
-        outputs = x + select_steps(self._bias(branch, "ffn_down"), mask)
+        branch = self.ffn_down(ops.silu(self.ffn_gate(u)) * self.ffn_up(u))
+        outputs = x + select_steps(branch, mask)
         outputs = poison(outputs, poisoned)
         if return_state:
             return [outputs, *poison_state(state, poisoned)]

@@ -19,8 +19,8 @@ from keras_mlstm.models.stack import MLSTMStack
 # Our block weight -> (official key under the block's prefix, transform).
 _BLOCK_WEIGHTS = {
     "norm_weight": ("xlstm_norm.weight", None),
-    "up_kernel": ("xlstm.proj_up.weight", "transpose"),
-    "up_bias": ("xlstm.proj_up.bias", None),
+    "up.kernel": ("xlstm.proj_up.weight", "transpose"),
+    "up.bias": ("xlstm.proj_up.bias", None),
     "conv_kernel": ("xlstm.conv1d.conv.weight", "conv"),
     "conv_bias": ("xlstm.conv1d.conv.bias", None),
     "q_kernel": ("xlstm.q_proj.weight", None),
@@ -35,41 +35,42 @@ _BLOCK_WEIGHTS = {
     "forget_gate_bias": ("xlstm.mlstm_cell.fgate.bias", None),
     "head_norm_weight": ("xlstm.mlstm_cell.outnorm.weight", None),
     "skip": ("xlstm.learnable_skip", None),
-    "down_kernel": ("xlstm.proj_down.weight", "transpose"),
-    "down_bias": ("xlstm.proj_down.bias", None),
+    "down.kernel": ("xlstm.proj_down.weight", "transpose"),
+    "down.bias": ("xlstm.proj_down.bias", None),
 }
 
 
 # The same for MLSTMLargeBlock (xlstm_large's mLSTMBlock).
 _LARGE_BLOCK_WEIGHTS = {
     "norm_mlstm_weight": ("norm_mlstm.weight", None),
-    "q_kernel": ("mlstm_layer.q.weight", "transpose"),
-    "k_kernel": ("mlstm_layer.k.weight", "transpose"),
-    "v_kernel": ("mlstm_layer.v.weight", "transpose"),
-    "output_gate_kernel": ("mlstm_layer.ogate_preact.weight", "transpose"),
+    "q.kernel": ("mlstm_layer.q.weight", "transpose"),
+    "q.bias": ("mlstm_layer.q.bias", None),
+    "k.kernel": ("mlstm_layer.k.weight", "transpose"),
+    "k.bias": ("mlstm_layer.k.bias", None),
+    "v.kernel": ("mlstm_layer.v.weight", "transpose"),
+    "v.bias": ("mlstm_layer.v.bias", None),
+    "output_gate.kernel": ("mlstm_layer.ogate_preact.weight", "transpose"),
+    "output_gate.bias": ("mlstm_layer.ogate_preact.bias", None),
     "input_gate_kernel": ("mlstm_layer.igate_preact.weight", "transpose"),
     "input_gate_bias": ("mlstm_layer.igate_preact.bias", None),
     "forget_gate_kernel": ("mlstm_layer.fgate_preact.weight", "transpose"),
     "forget_gate_bias": ("mlstm_layer.fgate_preact.bias", None),
     "head_norm_weight": ("mlstm_layer.multihead_norm.weight", None),
-    "out_kernel": ("mlstm_layer.out_proj.weight", "transpose"),
+    "out.kernel": ("mlstm_layer.out_proj.weight", "transpose"),
+    "out.bias": ("mlstm_layer.out_proj.bias", None),
     "norm_ffn_weight": ("norm_ffn.weight", None),
-    "ffn_gate_kernel": ("ffn.proj_up_gate.weight", "transpose"),
-    "ffn_up_kernel": ("ffn.proj_up.weight", "transpose"),
-    "ffn_down_kernel": ("ffn.proj_down.weight", "transpose"),
+    "ffn_gate.kernel": ("ffn.proj_up_gate.weight", "transpose"),
+    "ffn_gate.bias": ("ffn.proj_up_gate.bias", None),
+    "ffn_up.kernel": ("ffn.proj_up.weight", "transpose"),
+    "ffn_up.bias": ("ffn.proj_up.bias", None),
+    "ffn_down.kernel": ("ffn.proj_down.weight", "transpose"),
+    "ffn_down.bias": ("ffn.proj_down.bias", None),
 }
+# The norms' biases (``MLSTMLargeBlock.biases``, with ``use_bias``).
 _LARGE_BLOCK_BIASES = {
     "norm_mlstm": "norm_mlstm.bias",
-    "q": "mlstm_layer.q.bias",
-    "k": "mlstm_layer.k.bias",
-    "v": "mlstm_layer.v.bias",
-    "output_gate": "mlstm_layer.ogate_preact.bias",
     "head_norm": "mlstm_layer.multihead_norm.bias",
-    "out": "mlstm_layer.out_proj.bias",
     "norm_ffn": "norm_ffn.bias",
-    "ffn_gate": "ffn.proj_up_gate.bias",
-    "ffn_up": "ffn.proj_up.bias",
-    "ffn_down": "ffn.proj_down.bias",
 }
 
 
@@ -88,11 +89,15 @@ def _transform(value, how):
     return value
 
 
-class _Loader:
-    """Assigns state-dict entries to variables, remembering what it used."""
+class StateDictLoader:
+    """Assigns state-dict entries to variables, remembering what it used.
+
+    Entries are converted to float32 one at a time, when assigned, so a
+    lazy mapping (e.g. of a safetensors file) is read tensor by tensor.
+    """
 
     def __init__(self, state_dict):
-        self.entries = {key: _numpy(value) for key, value in state_dict.items()}
+        self.entries = state_dict
         self.used = set()
 
     def assign(self, variable, key, how=None):
@@ -101,7 +106,7 @@ class _Loader:
                 f"The state dict has no entry {key!r} for the Keras weight "
                 f"{variable.path!r}."
             )
-        value = _transform(self.entries[key], how)
+        value = _transform(_numpy(self.entries[key]), how)
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(
                 f"State-dict entry {key!r} has shape {value.shape} (after "
@@ -121,20 +126,29 @@ class _Loader:
             )
 
 
+def block_variable(block, name):
+    """The variable at ``name`` ("up.kernel": the ``kernel`` of the block's
+    ``up`` sublayer), or None where the block has none (a bias without
+    ``use_bias``)."""
+    owner, _, attribute = name.rpartition(".")
+    if owner:
+        block = getattr(block, owner)
+    return getattr(block, attribute)
+
+
 def _load_block(loader, block, prefix):
-    if isinstance(block, MLSTMLargeBlock):
-        for name, (key, how) in _LARGE_BLOCK_WEIGHTS.items():
-            loader.assign(getattr(block, name), prefix + key, how)
-        for name, variable in block.biases.items():
-            loader.assign(variable, prefix + _LARGE_BLOCK_BIASES[name])
-        return
-    for name, (key, how) in _BLOCK_WEIGHTS.items():
-        variable = getattr(block, name)
+    large = isinstance(block, MLSTMLargeBlock)
+    table = _LARGE_BLOCK_WEIGHTS if large else _BLOCK_WEIGHTS
+    for name, (key, how) in table.items():
+        variable = block_variable(block, name)
         if variable is not None:
             loader.assign(variable, prefix + key, how)
+    if large:
+        for name, variable in block.biases.items():
+            loader.assign(variable, prefix + _LARGE_BLOCK_BIASES[name])
 
 
-def _load_stack(loader, stack, prefix):
+def load_stack_weights(loader, stack, prefix):
     for index, block in enumerate(stack.blocks):
         _load_block(loader, block, f"{prefix}blocks.{index}.")
     if not stack.post_norm:
@@ -189,11 +203,11 @@ def load_xlstm_weights(target, state_dict):
           (``xlstm.xlstm_lm_model``, ``xlstm.xlstm_block_stack``).
     """
     _check_built("target", target)
-    loader = _Loader(state_dict)
+    loader = StateDictLoader(state_dict)
     if isinstance(target, (MLSTMBlock, MLSTMLargeBlock)):
         _load_block(loader, target, "")
     elif isinstance(target, MLSTMStack):
-        _load_stack(loader, target, "")
+        load_stack_weights(loader, target, "")
     elif isinstance(target, keras.Model):
         embedding, stack, head, _ = language_model_parts(target, "target")
         if stack.block_variant == "large":  # xLSTMLarge
@@ -204,13 +218,13 @@ def load_xlstm_weights(target, state_dict):
                 ("xlstm_block_stack."),
             )
         loader.assign(embedding.embeddings, embedding_key)
-        _load_stack(loader, stack, stack_prefix)
+        load_stack_weights(loader, stack, stack_prefix)
         if head is not None:
             loader.assign(head.kernel, "lm_head.weight", "transpose")
         elif "lm_head.weight" in loader.entries:
             if not np.array_equal(
-                loader.entries["lm_head.weight"],
-                loader.entries[embedding_key],
+                _numpy(loader.entries["lm_head.weight"]),
+                _numpy(loader.entries[embedding_key]),
             ):
                 raise ValueError(
                     "The Keras model ties its output projection to the "
@@ -235,7 +249,7 @@ def _export_block(block, prefix, out):
     large = isinstance(block, MLSTMLargeBlock)
     table = _LARGE_BLOCK_WEIGHTS if large else _BLOCK_WEIGHTS
     for name, (key, how) in table.items():
-        variable = getattr(block, name)
+        variable = block_variable(block, name)
         if variable is None:
             continue
         value = value_of(variable)

@@ -1,0 +1,22 @@
+"""``Projection``: the blocks' linear projections, a ``keras.layers.Dense``
+so that Keras' ``enable_lora`` and ``quantize`` apply to them."""
+
+import keras
+from keras import ops
+
+
+class Projection(keras.layers.Dense):
+    """``keras.layers.Dense`` (no activation) computed with ``einsum``.
+
+    ``Dense`` multiplies with ``ops.matmul``, which on PyTorch returns
+    float32 for float64 operands (Keras 3.15); ``einsum`` keeps the
+    operands' dtype, so a float64 block stays float64. Quantized kernels
+    (``quantize("int8")``) run Keras' own quantized call unchanged, and a
+    LoRA-enabled kernel enters through ``self.kernel`` as in ``Dense``.
+    """
+
+    def call(self, inputs, training=None):
+        x = ops.einsum("...i,io->...o", inputs, self.kernel)
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        return x

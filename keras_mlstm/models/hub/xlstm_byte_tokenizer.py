@@ -1,0 +1,31 @@
+"""``XLSTMByteTokenizer``: UTF-8 bytes as tokens, for character-level
+xLSTM language models."""
+
+import keras
+from keras_hub.tokenizers import ByteTokenizer
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+class XLSTMByteTokenizer(ByteTokenizer):
+    """Each UTF-8 byte is a token (ids 0-255); byte 0 (NUL, absent from
+    text) is the start, end and padding token, as `<|endoftext|>` is all
+    three for GPT-2.
+
+    Args:
+        lowercase: bool. Lowercase the text first. Defaults to `False`.
+        **kwargs: `keras_hub.tokenizers.ByteTokenizer` arguments.
+
+    Example:
+
+    >>> tokenizer = XLSTMByteTokenizer()
+    >>> tokenizer("Hi!").tolist()
+    [72, 105, 33]
+    >>> tokenizer.detokenize([72, 105, 33])
+    'Hi!'
+    """
+
+    def __init__(self, lowercase=False, **kwargs):
+        self._add_special_token("\x00", "start_token")
+        self._add_special_token("\x00", "end_token")
+        self._add_special_token("\x00", "pad_token")
+        super().__init__(lowercase=lowercase, **kwargs)

@@ -1,0 +1,171 @@
+"""``XLSTMCausalLM``: the xLSTM backbone with its output head, trained with
+`fit` and sampled with KerasHub's `generate` and samplers."""
+
+import keras
+from keras import ops
+from keras_hub.models import CausalLM
+from keras_hub.src.utils.tensor_utils import any_equal
+
+from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone
+from keras_mlstm.models.hub.xlstm_causal_lm_preprocessor import (
+    XLSTMCausalLMPreprocessor,
+)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+class XLSTMCausalLM(CausalLM):
+    """An xLSTM language model: predicts each next token from the previous
+    ones.
+
+    Train it on text with `fit()` (the preprocessor makes the shifted
+    targets and the padding mask); continue prompts with `generate()`,
+    whose sampling is set by `compile(sampler=...)` (any
+    `keras_hub.samplers` sampler: greedy, top-k, top-p, random, beam,
+    contrastive).
+
+    Generation keeps the recurrent state of every block as the cache
+    (`[C, n, m]` per `"large"` block, `[C, n, m, conv window]` per
+    `"mlstm"` block; a few MB whatever the context), so each new token
+    costs one recurrent step. The prompt is processed at once by the
+    chunkwise form. `generate` is compiled once per model and input shape
+    on JAX and TensorFlow (KerasHub's `make_generate_function`), with the
+    weights passed as variables.
+
+    Args:
+        backbone: an `XLSTMBackbone`.
+        preprocessor: an `XLSTMCausalLMPreprocessor`, or `None` for a model
+            that takes token ids (then `generate` takes
+            `{"token_ids", "padding_mask"}` and returns ids). Defaults to
+            `None`.
+        **kwargs: `keras.Model` arguments (e.g. `name`).
+
+    Call arguments:
+        inputs: a dict with `"token_ids"` and `"padding_mask"`, int
+            `(batch, length)`; padded steps (mask 0) leave the state alone.
+
+    Returns:
+        The logits, `(batch, length, vocabulary_size)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> backbone = XLSTMBackbone(vocabulary_size=50, num_layers=1,
+    ...                          hidden_dim=32, num_heads=2)
+    >>> lm = XLSTMCausalLM(backbone)
+    >>> lm.compile(sampler="greedy")
+    >>> prompt = {"token_ids": np.array([[3, 4, 5, 0, 0, 0]]),
+    ...           "padding_mask": np.array([[1, 1, 1, 0, 0, 0]])}
+    >>> lm.generate(prompt, stop_token_ids=None)["token_ids"].shape
+    (1, 6)
+
+    References:
+        - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
+          arXiv:2405.04517.
+    """
+
+    backbone_cls = XLSTMBackbone
+    preprocessor_cls = XLSTMCausalLMPreprocessor
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+
+        # === Functional model ===
+        inputs = backbone.input
+        hidden = backbone(inputs)
+        outputs = backbone.token_embedding(hidden, reverse=True)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, **kwargs):
+        """Load a language model from a KerasHub preset, or from a
+        `transformers` xLSTM checkpoint (directory or `"hf://..."`); see
+        `keras_hub.models.CausalLM.from_preset` for the arguments."""
+        from keras_mlstm.models.hub.transformers_loader import xlstm_loader
+
+        loader = xlstm_loader(preset)
+        if loader is None:
+            return super().from_preset(
+                preset, load_weights=load_weights, **kwargs
+            )
+        return loader.load_task(cls, load_weights, False, **kwargs)
+
+    def call_with_cache(self, token_ids, cache, padding_mask=None):
+        """Run `token_ids` from the state `cache`.
+
+        Args:
+            token_ids: int `(batch, length)`.
+            cache: one state per block, as
+                `backbone.mlstm_stack.get_initial_state(batch)`.
+            padding_mask: `None` or bool `(batch, length)`; masked steps
+                leave the state unchanged.
+
+        Returns:
+            `(logits, hidden_states, cache)`: `(batch, length, vocab)`,
+            `(batch, length, hidden_dim)` and the state after the last
+            unmasked step.
+        """
+        x = self.backbone.token_embedding(token_ids)
+        hidden, cache = self.backbone.mlstm_stack(
+            x, initial_state=cache, mask=padding_mask, return_state=True
+        )
+        logits = self.backbone.token_embedding(hidden, reverse=True)
+        return logits, hidden, cache
+
+    def _build_cache(self, token_ids, index):
+        """The state after the prompt tokens before `index - 1` (the first
+        token the sampler feeds), and the prompt's hidden states."""
+        batch, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
+        cache = self.backbone.mlstm_stack.get_initial_state(batch)
+        steps = ops.arange(length, dtype="int32")[None, :]  # (1, T)
+        prefill = ops.broadcast_to(steps < index - 1, (batch, length))
+        _, hidden, cache = self.call_with_cache(token_ids, cache, prefill)
+        return hidden, cache
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        """Generate for one batch of `{"token_ids", "padding_mask"}` (the
+        prompt, right-padded to the generation length); compilable.
+
+        Args:
+            inputs: dict of int `(batch, max_length)` tensors.
+            stop_token_ids: `None` or a tuple of ids that end a sequence.
+
+        Returns:
+            The dict with the generated ids filled in and the padding mask
+            of the generated text.
+        """
+        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        prompt_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
+        # Sampling starts after the shortest prompt; the longer prompts'
+        # tokens are fed one step at a time (the sampler keeps them).
+        index = ops.min(prompt_lengths)
+        hidden_states, cache = self._build_cache(token_ids, index)
+
+        def next(prompt, cache, index):
+            batch = ops.shape(prompt)[0]
+            token = ops.slice(prompt, [0, index - 1], [batch, 1])
+            logits, hidden, cache = self.call_with_cache(token, cache)
+            return logits[:, 0], hidden[:, 0], cache
+
+        token_ids = self.sampler(
+            next=next,
+            prompt=token_ids,
+            cache=cache,
+            index=index,
+            mask=padding_mask,
+            stop_token_ids=stop_token_ids,
+            hidden_states=hidden_states,
+            model=self,
+        )
+        if stop_token_ids is None:
+            padding_mask = ops.ones_like(token_ids, dtype="bool")
+        else:
+            # Keep what precedes the first generated stop token (included).
+            generated = ops.logical_not(ops.cast(padding_mask, "bool"))
+            stops = ops.cast(
+                any_equal(token_ids, stop_token_ids, generated), "int32"
+            )
+            after_stop = ops.cumsum(stops, axis=-1) - stops
+            padding_mask = ops.equal(after_stop, 0)
+        return {"token_ids": token_ids, "padding_mask": padding_mask}

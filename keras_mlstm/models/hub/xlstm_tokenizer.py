@@ -1,0 +1,119 @@
+"""``XLSTMTokenizer``: the byte-level BPE tokenizer of the xLSTM 7B
+checkpoints (GPT-NeoX's), built from a Hugging Face ``tokenizer.json``."""
+
+import json
+
+import keras
+from keras_hub.tokenizers import BytePairTokenizer
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
+class XLSTMTokenizer(BytePairTokenizer):
+    """A byte-level BPE tokenizer (GPT-2's algorithm and pre-tokenizer, as
+    GPT-NeoX and the xLSTM 7B use) with named start, end and padding
+    tokens.
+
+    Args:
+        vocabulary: dict from token to id, or the path of a JSON file of
+            one. Defaults to `None` (set later, e.g. by `from_preset`).
+        merges: list of merge rules (`"a b"`), or the path of a merges
+            file. Defaults to `None`.
+        start_token: the token prepended to sequences. Defaults to
+            `"<|endoftext|>"`.
+        end_token: the token that ends sequences and generation. Defaults
+            to `"<|endoftext|>"`.
+        pad_token: the padding token. Defaults to `"<|padding|>"`.
+        **kwargs: `keras_hub.tokenizers.BytePairTokenizer` arguments.
+
+    Example:
+
+    >>> vocabulary = {"<|endoftext|>": 0, "<|padding|>": 1, "a": 2,
+    ...               "b": 3, "ab": 4}
+    >>> tokenizer = XLSTMTokenizer(vocabulary, ["a b"])
+    >>> tokenizer("abab").tolist()
+    [4, 4]
+    """
+
+    def __init__(
+        self,
+        vocabulary=None,
+        merges=None,
+        start_token="<|endoftext|>",
+        end_token="<|endoftext|>",
+        pad_token="<|padding|>",
+        **kwargs,
+    ):
+        self.start_token = start_token
+        self.end_token = end_token
+        self.pad_token = pad_token
+        self._add_special_token(start_token, "start_token")
+        self._add_special_token(end_token, "end_token")
+        self._add_special_token(pad_token, "pad_token")
+        kwargs.setdefault(
+            "unsplittable_tokens", sorted({start_token, end_token, pad_token})
+        )
+        super().__init__(vocabulary=vocabulary, merges=merges, **kwargs)
+
+    @classmethod
+    def from_preset(cls, preset, config_file="tokenizer.json", **kwargs):
+        """Load from a KerasHub preset or a `transformers` xLSTM checkpoint
+        (its `tokenizer.json`, special tokens from its `config.json`); see
+        `keras_hub.tokenizers.Tokenizer.from_preset`."""
+        from keras_mlstm.models.hub.transformers_loader import xlstm_loader
+
+        loader = xlstm_loader(preset)
+        if loader is None:
+            return super().from_preset(preset, config_file, **kwargs)
+        return loader.load_tokenizer(cls, **kwargs)
+
+    @classmethod
+    def from_tokenizer_json(cls, path, **kwargs):
+        """A tokenizer from a Hugging Face `tokenizer.json` of a byte-level
+        BPE model (its vocabulary, merges and added tokens).
+
+        Args:
+            path: the file's path.
+            **kwargs: constructor arguments (e.g. `start_token`).
+
+        Returns:
+            An `XLSTMTokenizer`.
+
+        Raises:
+            ValueError: for a tokenizer that is not byte-level BPE.
+        """
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        model = spec.get("model", {})
+        if model.get("type") != "BPE" or not _is_byte_level(spec):
+            raise ValueError(
+                f"`path` ({path}) must be the tokenizer.json of a byte-level "
+                "BPE tokenizer (model type 'BPE', a 'ByteLevel' "
+                f"pre-tokenizer); received model type {model.get('type')!r} "
+                f"and pre-tokenizer {spec.get('pre_tokenizer')!r}."
+            )
+        vocabulary = dict(model["vocab"])
+        for token in spec.get("added_tokens", []):
+            vocabulary.setdefault(token["content"], token["id"])
+        merges = [
+            merge if isinstance(merge, str) else " ".join(merge)
+            for merge in model["merges"]
+        ]
+        return cls(vocabulary=vocabulary, merges=merges, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "start_token": self.start_token,
+                "end_token": self.end_token,
+                "pad_token": self.pad_token,
+            }
+        )
+        return config
+
+
+def _is_byte_level(spec):
+    """Whether the pre-tokenizer of a tokenizer.json is byte-level."""
+    pre = spec.get("pre_tokenizer") or {}
+    parts = pre.get("pretokenizers", [pre])
+    return any(part.get("type") == "ByteLevel" for part in parts)
