@@ -5,7 +5,7 @@ import math
 
 import keras
 from keras import ops
-from keras_hub.layers import ReversibleEmbedding
+from keras.src.backend.common.masking import set_keras_mask
 from keras_hub.models import Backbone
 
 from keras_mlstm.models.stack import MLSTMStack
@@ -101,7 +101,9 @@ class XLSTMBackbone(Backbone):
         **kwargs,
     ):
         # === Layers ===
-        self.token_embedding = ReversibleEmbedding(
+        # Keras' own class (KerasHub's subclass of it is skipped by
+        # `quantize`'s type check).
+        self.token_embedding = keras.layers.ReversibleEmbedding(
             input_dim=vocabulary_size,
             output_dim=hidden_dim,
             tie_weights=tie_word_embeddings,
@@ -177,6 +179,17 @@ class XLSTMBackbone(Backbone):
                 preset, load_weights=load_weights, **kwargs
             )
         return loader.load_backbone(cls, load_weights, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        outputs = super().call(inputs, training=training, mask=mask)
+        # The padding mask is an input of its own (as in KerasHub's other
+        # backbones): the hidden states carry no Keras mask onwards, which
+        # the output embedding would drop with a warning on every call.
+        set_keras_mask(outputs, None)
+        return outputs
+
+    def compute_mask(self, inputs, mask=None):
+        return None
 
     def default_lora_layer_names(self):
         """The projections `enable_lora(rank)` adapts by default: the query

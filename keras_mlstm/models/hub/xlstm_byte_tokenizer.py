@@ -29,3 +29,10 @@ class XLSTMByteTokenizer(ByteTokenizer):
         self._add_special_token("\x00", "end_token")
         self._add_special_token("\x00", "pad_token")
         super().__init__(lowercase=lowercase, **kwargs)
+
+    def save_assets(self, dir_path):
+        """Nothing to save: the 256 bytes are the vocabulary (presets keep
+        the config only)."""
+
+    def load_preset_assets(self, preset):
+        """Nothing to load (see `save_assets`)."""

@@ -3,6 +3,7 @@
 
 import keras
 from keras import ops
+from keras.src.backend.common.masking import set_keras_mask
 from keras_hub.models import CausalLM
 from keras_hub.src.utils.tensor_utils import any_equal
 
@@ -110,6 +111,7 @@ class XLSTMCausalLM(CausalLM):
         hidden, cache = self.backbone.mlstm_stack(
             x, initial_state=cache, mask=padding_mask, return_state=True
         )
+        set_keras_mask(hidden, None)  # see XLSTMBackbone.call
         logits = self.backbone.token_embedding(hidden, reverse=True)
         return logits, hidden, cache
 
