@@ -16,7 +16,6 @@ from keras_mlstm.models import MaskedPooling
 from keras_mlstm.models import MLSTMStack
 from keras_mlstm.models import build_mlstm_model
 from keras_mlstm.models import from_xlstm
-from keras_mlstm.models import generate
 from keras_mlstm.models import load_xlstm_weights
 from keras_mlstm.models import mLSTM
 from keras_mlstm.models import xlstm_state_dict
@@ -37,7 +36,6 @@ __all__ = [
     "SoftCap",
     "build_mlstm_model",
     "from_xlstm",
-    "generate",
     "layers",
     "load_xlstm_weights",
     "mLSTM",

@@ -32,15 +32,20 @@ def train(distribution):
     if distribution is not None:
         keras.distribution.set_distribution(distribution)
     keras.utils.set_random_seed(0)
-    model = keras_mlstm.build_mlstm_model(
-        "language_model",
-        vocab_size=16,
-        embedding_dim=64,
-        num_blocks=2,
-        num_heads=2,
-        chunk_size=8,
-        block_variant=sys.argv[1],
-        seed=0,
+    model = keras.Sequential(
+        [
+            keras.Input((None,), dtype="int32"),
+            keras.layers.Embedding(16, 64, name="token_embedding"),
+            keras_mlstm.MLSTMStack(
+                2,
+                num_heads=2,
+                chunk_size=8,
+                block_variant=sys.argv[1],
+                seed=0,
+                name="mlstm_stack",
+            ),
+            keras.layers.Dense(16, name="lm_head"),
+        ]
     )
     model.compile(
         keras.optimizers.Adam(1e-2),

@@ -7,6 +7,8 @@ whole sequence through the model for every token (no cache): the tokens
 must be equal. Padded and longer prompts in one batch included.
 """
 
+import doctest
+
 import numpy as np
 import pytest
 from utils import relative_error
@@ -15,6 +17,7 @@ from utils import to_numpy
 keras_hub = pytest.importorskip("keras_hub")
 import keras  # noqa: E402
 
+from keras_mlstm.models import hub  # noqa: E402
 from keras_mlstm.models.hub import XLSTMBackbone  # noqa: E402
 from keras_mlstm.models.hub import XLSTMByteTokenizer  # noqa: E402
 from keras_mlstm.models.hub import XLSTMCausalLM  # noqa: E402
@@ -233,3 +236,21 @@ def test_int8_generation_stays_close_to_float(variant):
     lm.compile(sampler="greedy")
     out = lm.generate(inputs, stop_token_ids=None)
     assert to_numpy(out["token_ids"]).shape == (2, LENGTH)
+
+
+@pytest.mark.parametrize("name", hub.__all__)
+def test_public_api_documented_registered_and_examples_run(name):
+    obj = getattr(hub, name)
+    if isinstance(obj, type) and issubclass(obj, keras.layers.Layer):
+        registered = keras.saving.get_registered_name(obj)
+        assert registered == f"keras_mlstm>{name}"
+    for section in ("Args:", "Example:", "References:"):
+        assert section in obj.__doc__, f"{name} lacks {section}"
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    namespace = {n: getattr(hub, n) for n in hub.__all__}
+    tests = finder.find(obj, name, globs=namespace)
+    assert tests and tests[0].examples, f"{name} has no example"
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0

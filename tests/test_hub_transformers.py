@@ -230,7 +230,9 @@ def test_unsupported_checkpoints_raise(tmp_path, checkpoint):
 
 
 def test_missing_or_extra_weights_raise(checkpoint):
-    from keras_mlstm.models.hub import load_transformers_weights
+    from keras_mlstm.models.hub.transformers_loader import (
+        load_transformers_weights,
+    )
 
     directory, _ = checkpoint
     reader = SafetensorsReader([os.path.join(directory, "model.safetensors")])

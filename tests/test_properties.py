@@ -28,6 +28,7 @@ from reference import mlstm_block_reference
 from reference import mlstm_layer_reference
 from reference import mlstm_reference
 from utils import FORMS
+from utils import named_weights
 from utils import scaled_error
 from utils import to_numpy
 
@@ -305,7 +306,7 @@ def test_block_properties(case):
     )
     assert np.all(np.isfinite(y))
     reference, state_ref, window = mlstm_block_reference(
-        clean, weights_of(block), 2, mask=mask
+        clean, named_weights(block), 2, mask=mask
     )
     top = max(np.max(np.abs(reference), initial=0.0), 1e-3)
     if len(x):

@@ -3,45 +3,12 @@
 import keras
 from keras import ops
 
-from keras_mlstm.layers.embedding import ReversibleEmbedding
-from keras_mlstm.layers.soft_cap import SoftCap
 from keras_mlstm.models.stack import MLSTMStack
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.compat import reduce_max
 
-TASKS = ("language_model", "classification", "regression")
+TASKS = ("classification", "regression")
 POOLINGS = ("last", "mean")
-
-# Layer names that ``keras_mlstm.generate`` and the weight import look up.
-EMBEDDING_NAME = "token_embedding"
-STACK_NAME = "mlstm_stack"
-LM_HEAD_NAME = "lm_head"
-SOFT_CAP_NAME = "logit_soft_cap"
-
-
-def language_model_parts(model, argument="model"):
-    """``(embedding, stack, head, soft_cap)`` of a language model from
-    ``build_mlstm_model``; ``head`` is None for tied embeddings and
-    ``soft_cap`` None without a logit cap. ValueError naming ``argument``
-    for any other model."""
-    names = [layer.name for layer in model.layers]
-    if EMBEDDING_NAME not in names or STACK_NAME not in names:
-        raise ValueError(
-            f"`{argument}` must be a language model from "
-            "keras_mlstm.build_mlstm_model('language_model', ...) (layers "
-            f"'{EMBEDDING_NAME}' and '{STACK_NAME}'); received a model with "
-            f"layers {names}."
-        )
-
-    def optional(name):
-        return model.get_layer(name) if name in names else None
-
-    return (
-        model.get_layer(EMBEDDING_NAME),
-        model.get_layer(STACK_NAME),
-        optional(LM_HEAD_NAME),
-        optional(SOFT_CAP_NAME),
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -108,7 +75,7 @@ class MaskedPooling(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def build_mlstm_model(
-    task="language_model",
+    task,
     *,
     vocab_size=None,
     input_dim=None,
@@ -121,7 +88,6 @@ def build_mlstm_model(
     conv_kernel_size=4,
     qkv_proj_blocksize=4,
     dropout=0.0,
-    tie_embeddings=True,
     pooling="last",
     mask_zero=False,
     form="auto",
@@ -134,19 +100,18 @@ def build_mlstm_model(
     v_dim_factor=1.0,
     ffn_proj_factor=2.6667,
     gate_soft_cap=15.0,
-    logit_soft_cap=None,
     seed=None,
     name=None,
 ):
     """A functional ``keras.Model`` of mLSTM blocks for a common task,
-    ready for ``compile`` and ``fit``.
+    ready for ``compile`` and ``fit``. Language models are KerasHub's
+    ``keras_mlstm.models.hub.XLSTMCausalLM`` (the ``hub`` extra).
 
     Args:
-        task: ``"language_model"`` (token ids ``(B, T)`` to next-token
-            logits ``(B, T, vocab_size)``), ``"classification"`` (token ids
-            or features to class logits ``(B, num_classes)``, pooled over
-            time) or ``"regression"`` (features ``(B, T, input_dim)`` to
-            ``(B, T, output_dim)``, sequence to sequence, e.g. time series).
+        task: ``"classification"`` (token ids or features to class logits
+            ``(B, num_classes)``, pooled over time) or ``"regression"``
+            (features ``(B, T, input_dim)`` to ``(B, T, output_dim)``,
+            sequence to sequence, e.g. time series).
         vocab_size: vocabulary size, for token inputs.
         input_dim: feature count, for feature inputs (``"regression"``, or
             ``"classification"`` without ``vocab_size``).
@@ -158,10 +123,6 @@ def build_mlstm_model(
             use_bias, post_norm, qk_dim_factor, v_dim_factor,
             ffn_proj_factor, gate_soft_cap: for the ``MLSTMStack``
             (``block_variant="large"``: xLSTM 7B blocks).
-        logit_soft_cap: language model: None, or soft-cap the logits at
-            this value (``SoftCap``; the xLSTM 7B uses 30).
-        tie_embeddings: language model: the logits reuse the embedding
-            matrix (``ReversibleEmbedding``); else a separate ``lm_head``.
         pooling: classification: ``"last"`` (last unmasked step) or
             ``"mean"``.
         mask_zero: token inputs: id 0 is padding and is masked.
@@ -178,7 +139,8 @@ def build_mlstm_model(
     Example:
 
     >>> model = build_mlstm_model(
-    ...     "language_model", vocab_size=50, embedding_dim=32, num_blocks=1
+    ...     "classification", vocab_size=50, num_classes=3,
+    ...     embedding_dim=32, num_blocks=1, mask_zero=True,
     ... )
     >>> model.compile("adam", "sparse_categorical_crossentropy")
 
@@ -195,7 +157,7 @@ def build_mlstm_model(
     embedding_dim = positive_int("embedding_dim", embedding_dim)
     if context_length is not None:
         context_length = positive_int("context_length", context_length)
-    tokens = task == "language_model" or vocab_size is not None
+    tokens = vocab_size is not None
     if tokens:
         vocab_size = positive_int("vocab_size", vocab_size)
         if input_dim is not None:
@@ -217,19 +179,17 @@ def build_mlstm_model(
 
     if tokens:
         inputs = keras.Input((context_length,), dtype="int32", name="tokens")
-        embedding = ReversibleEmbedding(
+        x = keras.layers.Embedding(
             vocab_size,
             embedding_dim,
             mask_zero=mask_zero,
             embeddings_initializer=keras.initializers.RandomNormal(
                 stddev=0.02, seed=seed
             ),
-            name=EMBEDDING_NAME,
-        )
-        x = embedding(inputs)
+            name="token_embedding",
+        )(inputs)
     else:
         inputs = keras.Input((context_length, input_dim), name="features")
-        embedding = None
         x = keras.layers.Dense(embedding_dim, name="input_projection")(inputs)
     x = MLSTMStack(
         num_blocks,
@@ -248,18 +208,9 @@ def build_mlstm_model(
         ffn_proj_factor=ffn_proj_factor,
         gate_soft_cap=gate_soft_cap,
         seed=seed,
-        name=STACK_NAME,
+        name="mlstm_stack",
     )(x)
-    if task == "language_model":
-        if tie_embeddings:
-            outputs = embedding(x, reverse=True)
-        else:
-            outputs = keras.layers.Dense(
-                vocab_size, use_bias=False, name=LM_HEAD_NAME
-            )(x)
-        if logit_soft_cap is not None:
-            outputs = SoftCap(logit_soft_cap, name=SOFT_CAP_NAME)(outputs)
-    elif task == "classification":
+    if task == "classification":
         x = MaskedPooling(pooling, name="pooling")(x)
         outputs = keras.layers.Dense(num_classes, name="classifier")(x)
     else:

@@ -1,7 +1,9 @@
 """Weight import from the official PyTorch ``xlstm`` package (PyPI
-``xlstm``, Apache-2.0): ``mLSTMBlock``, ``xLSTMBlockStack`` and
-``xLSTMLMModel`` made of mLSTM blocks, and the xLSTM 7B architecture
-``xLSTMLarge`` (``xlstm.xlstm_large``) and its blocks.
+``xlstm``, Apache-2.0): ``mLSTMBlock`` and ``xLSTMBlockStack`` made of
+mLSTM blocks, and the xLSTM 7B (``xlstm.xlstm_large``) block and block
+stack. Its language models load into KerasHub
+(``keras_mlstm.models.hub.xlstm_converter``), which reuses the helpers
+here.
 
 Only the state dict and the config's plain attributes are read, so this
 module imports neither ``torch`` nor ``xlstm``.
@@ -12,8 +14,6 @@ import numpy as np
 
 from keras_mlstm.layers.block import MLSTMBlock
 from keras_mlstm.layers.large_block import MLSTMLargeBlock
-from keras_mlstm.models.builder import build_mlstm_model
-from keras_mlstm.models.builder import language_model_parts
 from keras_mlstm.models.stack import MLSTMStack
 
 # Our block weight -> (official key under the block's prefix, transform).
@@ -74,7 +74,7 @@ _LARGE_BLOCK_BIASES = {
 }
 
 
-def _numpy(value):
+def to_float32(value):
     """A state-dict entry (torch tensor or array) as a float32 array."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().float().numpy()
@@ -106,7 +106,7 @@ class StateDictLoader:
                 f"The state dict has no entry {key!r} for the Keras weight "
                 f"{variable.path!r}."
             )
-        value = _transform(_numpy(self.entries[key]), how)
+        value = _transform(to_float32(self.entries[key]), how)
         if tuple(value.shape) != tuple(variable.shape):
             raise ValueError(
                 f"State-dict entry {key!r} has shape {value.shape} (after "
@@ -171,9 +171,9 @@ def load_xlstm_weights(target, state_dict):
         target: a built ``MLSTMBlock`` (from an official ``mLSTMBlock``) or
             ``MLSTMLargeBlock`` (from ``xlstm_large``'s ``mLSTMBlock``), a
             built ``MLSTMStack`` (from an ``xLSTMBlockStack`` of mLSTM
-            blocks, or an ``xLSTMLargeBlockStack``) or a language model
-            from ``build_mlstm_model`` (from an ``xLSTMLMModel`` or an
-            ``xLSTMLarge``).
+            blocks, or an ``xLSTMLargeBlockStack``). Language models load
+            into KerasHub: ``XLSTMCausalLM.from_xlstm``
+            (``keras_mlstm.models.hub``).
         state_dict: the official module's ``state_dict()`` (torch tensors
             or NumPy arrays).
 
@@ -208,35 +208,11 @@ def load_xlstm_weights(target, state_dict):
         _load_block(loader, target, "")
     elif isinstance(target, MLSTMStack):
         load_stack_weights(loader, target, "")
-    elif isinstance(target, keras.Model):
-        embedding, stack, head, _ = language_model_parts(target, "target")
-        if stack.block_variant == "large":  # xLSTMLarge
-            embedding_key, stack_prefix = "embedding.weight", "backbone."
-        else:  # xLSTMLMModel
-            embedding_key, stack_prefix = (
-                "token_embedding.weight",
-                ("xlstm_block_stack."),
-            )
-        loader.assign(embedding.embeddings, embedding_key)
-        load_stack_weights(loader, stack, stack_prefix)
-        if head is not None:
-            loader.assign(head.kernel, "lm_head.weight", "transpose")
-        elif "lm_head.weight" in loader.entries:
-            if not np.array_equal(
-                _numpy(loader.entries["lm_head.weight"]),
-                _numpy(loader.entries[embedding_key]),
-            ):
-                raise ValueError(
-                    "The Keras model ties its output projection to the "
-                    "embedding, but the state dict's 'lm_head.weight' "
-                    "differs from 'token_embedding.weight': build it with "
-                    "tie_embeddings=False."
-                )
-            loader.used.add("lm_head.weight")
     else:
         raise ValueError(
-            "`target` must be an MLSTMBlock, an MLSTMStack or a language "
-            f"model from build_mlstm_model; received {type(target)}."
+            "`target` must be a built MLSTMBlock, MLSTMLargeBlock or "
+            f"MLSTMStack; received {type(target)}. Language models load "
+            "with keras_mlstm.models.hub.XLSTMCausalLM.from_xlstm."
         )
     loader.finish()
     return target
@@ -356,7 +332,7 @@ def _layer_kwargs(layer_config):
     }
 
 
-def _stack_kwargs(config):
+def stack_kwargs(config):
     """MLSTMStack arguments from an official ``xLSTMBlockStackConfig``."""
     slstm = list(config.slstm_at) if config.slstm_at else []
     if slstm or config.mlstm_block is None:
@@ -377,25 +353,25 @@ def _stack_kwargs(config):
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def from_xlstm(module):
-    """Build the Keras counterpart of an official ``xlstm`` module and load
-    its weights.
+    """Build the Keras counterpart of an official ``xlstm`` block or stack
+    and load its weights.
 
     Args:
-        module: an official PyTorch ``mLSTMBlock``, ``xLSTMBlockStack`` (of
-            mLSTM blocks) or ``xLSTMLMModel`` (of mLSTM blocks), or an
-            xLSTM 7B ``xLSTMLarge``, ``xLSTMLargeBlockStack`` or its
-            ``mLSTMBlock`` (``xlstm.xlstm_large.model``).
+        module: an official PyTorch ``mLSTMBlock`` or ``xLSTMBlockStack``
+            (of mLSTM blocks), or an xLSTM 7B ``xLSTMLargeBlockStack`` or
+            its ``mLSTMBlock`` (``xlstm.xlstm_large.model``). Language
+            models (``xLSTMLMModel``, ``xLSTMLarge``) load into KerasHub
+            with ``keras_mlstm.models.hub.XLSTMCausalLM.from_xlstm``.
 
     Returns:
-        An ``MLSTMBlock`` / ``MLSTMLargeBlock``, an ``MLSTMStack`` or a
-        language-model ``keras.Model`` (token ids to logits) computing the
-        same function in the current Keras backend, for any sequence
-        length.
+        An ``MLSTMBlock`` / ``MLSTMLargeBlock`` or an ``MLSTMStack``
+        computing the same function in the current Keras backend, for any
+        sequence length.
 
     Raises:
-        ValueError: for unsupported modules or configurations (sLSTM
-            blocks, no convolution, other inner-width rounding, fused
-            xLSTM 7B weights).
+        ValueError: for unsupported modules or configurations (language
+            models, sLSTM blocks, no convolution, other inner-width
+            rounding, fused xLSTM 7B weights).
 
     Example:
 
@@ -406,14 +382,20 @@ def from_xlstm(module):
         - The official implementation, github.com/NX-AI/xlstm.
     """
     kind = type(module).__name__
-    if kind in ("xLSTMLarge", "xLSTMLargeBlockStack") or (
+    if kind in ("xLSTMLMModel", "xLSTMLarge"):
+        raise ValueError(
+            f"`module` is a language model ({kind}): load it into KerasHub "
+            "with keras_mlstm.models.hub.XLSTMCausalLM.from_xlstm(module) "
+            '(pip install "keras_mlstm[hub]").'
+        )
+    if kind == "xLSTMLargeBlockStack" or (
         kind == "mLSTMBlock" and hasattr(module, "mlstm_layer")
     ):
         return _from_large(module, kind)
-    if kind not in ("mLSTMBlock", "xLSTMBlockStack", "xLSTMLMModel"):
+    if kind not in ("mLSTMBlock", "xLSTMBlockStack"):
         raise ValueError(
-            "`module` must be an official xlstm mLSTMBlock, xLSTMBlockStack "
-            f"or xLSTMLMModel; received {kind} (not supported)."
+            "`module` must be an official xlstm mLSTMBlock or "
+            f"xLSTMBlockStack; received {kind} (not supported)."
         )
     state_dict = module.state_dict()
     config = module.config
@@ -425,33 +407,12 @@ def from_xlstm(module):
         )
         block.build((None, None, layer_config.embedding_dim))
         return load_xlstm_weights(block, state_dict)
-    if kind == "xLSTMBlockStack":
-        stack = MLSTMStack(**_stack_kwargs(config))
-        stack.build((None, None, config.embedding_dim))
-        return load_xlstm_weights(stack, state_dict)
-    # An xLSTMLMModel.
-    kwargs = _stack_kwargs(config)
-    if not kwargs.pop("post_norm"):
-        raise ValueError(
-            "Language models without the post-blocks norm are not "
-            "supported (add_post_blocks_norm=False)."
-        )
-    if kwargs.pop("use_bias"):
-        raise ValueError(
-            "Language models with biased projections (bias=True) are "
-            "not supported; convert the xLSTMBlockStack instead."
-        )
-    model = build_mlstm_model(
-        "language_model",
-        vocab_size=config.vocab_size,
-        embedding_dim=config.embedding_dim,
-        tie_embeddings=bool(config.tie_weights),
-        **kwargs,
-    )
-    return load_xlstm_weights(model, state_dict)
+    stack = MLSTMStack(**stack_kwargs(config))
+    stack.build((None, None, config.embedding_dim))
+    return load_xlstm_weights(stack, state_dict)
 
 
-def _large_kwargs(config):
+def large_kwargs(config):
     """MLSTMLargeBlock arguments from an official ``xLSTMLargeConfig``."""
     if getattr(config, "weight_mode", "single") != "single":
         raise ValueError(
@@ -479,28 +440,17 @@ def _large_kwargs(config):
 
 def _from_large(module, kind):
     config = module.config
-    kwargs = _large_kwargs(config)
+    kwargs = large_kwargs(config)
     state_dict = module.state_dict()
     if kind == "mLSTMBlock":
         block = MLSTMLargeBlock(num_blocks=config.num_blocks, **kwargs)
         block.build((None, None, config.embedding_dim))
         return load_xlstm_weights(block, state_dict)
-    stack_kwargs = dict(
-        kwargs,
+    stack = MLSTMStack(
+        **kwargs,
         num_blocks=config.num_blocks,
         block_variant="large",
         post_norm=bool(config.add_out_norm),
     )
-    if kind == "xLSTMLargeBlockStack":
-        stack = MLSTMStack(**stack_kwargs)
-        stack.build((None, None, config.embedding_dim))
-        return load_xlstm_weights(stack, state_dict)
-    model = build_mlstm_model(
-        "language_model",
-        vocab_size=config.vocab_size,
-        embedding_dim=config.embedding_dim,
-        tie_embeddings=False,
-        logit_soft_cap=config.output_logit_soft_cap,
-        **stack_kwargs,
-    )
-    return load_xlstm_weights(model, state_dict)
+    stack.build((None, None, config.embedding_dim))
+    return load_xlstm_weights(stack, state_dict)

@@ -14,7 +14,6 @@ except ImportError as error:  # pragma: no cover - depends on the install
     ) from error
 
 from keras_mlstm.models.hub.safetensors_reader import SafetensorsReader
-from keras_mlstm.models.hub.transformers_loader import load_transformers_weights
 from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone
 from keras_mlstm.models.hub.xlstm_byte_tokenizer import XLSTMByteTokenizer
 from keras_mlstm.models.hub.xlstm_causal_lm import XLSTMCausalLM
@@ -30,5 +29,4 @@ __all__ = [
     "XLSTMCausalLM",
     "XLSTMCausalLMPreprocessor",
     "XLSTMTokenizer",
-    "load_transformers_weights",
 ]

@@ -55,6 +55,9 @@ class SafetensorsReader(collections.abc.Mapping):
     >>> save_file({"w": np.arange(3, dtype="float32")}, path)
     >>> SafetensorsReader([path])["w"].tolist()
     [0.0, 1.0, 2.0]
+
+    References:
+        - The safetensors format, github.com/huggingface/safetensors.
     """
 
     def __init__(self, paths):

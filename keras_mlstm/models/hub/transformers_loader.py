@@ -11,9 +11,8 @@ from keras_hub.src.utils.preset_utils import check_file_exists
 from keras_hub.src.utils.preset_utils import get_file
 from keras_hub.src.utils.preset_utils import load_json
 
-from keras_mlstm.models.convert import StateDictLoader
-from keras_mlstm.models.convert import load_stack_weights
 from keras_mlstm.models.hub.safetensors_reader import SafetensorsReader
+from keras_mlstm.models.hub.xlstm_converter import load_language_model_weights
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -79,17 +78,9 @@ def weight_files(preset):
 def load_transformers_weights(backbone, state_dict):
     """Assign a ``transformers`` ``xLSTMForCausalLM`` state dict (a mapping
     of arrays) to a built ``XLSTMBackbone``; every entry must be used."""
-    loader = StateDictLoader(state_dict)
-    embedding = backbone.token_embedding
-    loader.assign(embedding.embeddings, "backbone.embeddings.weight")
-    load_stack_weights(loader, backbone.mlstm_stack, "backbone.")
-    if backbone.tie_word_embeddings:
-        loader.used.add("lm_head.weight")  # absent or the embedding's
-    else:
-        loader.assign(
-            embedding.reverse_embeddings, "lm_head.weight", "transpose"
-        )
-    loader.finish()
+    load_language_model_weights(
+        backbone, state_dict, "backbone.embeddings.weight", "backbone."
+    )
 
 
 class TransformersXLSTMLoader(PresetLoader):

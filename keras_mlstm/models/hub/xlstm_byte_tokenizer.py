@@ -17,11 +17,16 @@ class XLSTMByteTokenizer(ByteTokenizer):
 
     Example:
 
+    >>> import numpy as np
     >>> tokenizer = XLSTMByteTokenizer()
-    >>> tokenizer("Hi!").tolist()
+    >>> np.asarray(tokenizer("Hi!")).tolist()
     [72, 105, 33]
     >>> tokenizer.detokenize([72, 105, 33])
     'Hi!'
+
+    References:
+        - Xue et al., "ByT5: Towards a token-free future with pre-trained
+          byte-to-byte models", 2022, arXiv:2105.13626.
     """
 
     def __init__(self, lowercase=False, **kwargs):

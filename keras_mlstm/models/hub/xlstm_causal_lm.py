@@ -11,6 +11,8 @@ from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone
 from keras_mlstm.models.hub.xlstm_causal_lm_preprocessor import (
     XLSTMCausalLMPreprocessor,
 )
+from keras_mlstm.models.hub.xlstm_converter import backbone_kwargs_from_xlstm
+from keras_mlstm.models.hub.xlstm_converter import load_language_model_weights
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -91,6 +93,31 @@ class XLSTMCausalLM(CausalLM):
                 preset, load_weights=load_weights, **kwargs
             )
         return loader.load_task(cls, load_weights, False, **kwargs)
+
+    @classmethod
+    def from_xlstm(cls, module, preprocessor=None):
+        """An `XLSTMCausalLM` computing what an official PyTorch `xlstm`
+        language model computes, with its weights.
+
+        Args:
+            module: an `xLSTMLMModel` of mLSTM blocks (`"mlstm"` blocks) or
+                an xLSTM 7B `xLSTMLarge` (`"large"` blocks).
+            preprocessor: an `XLSTMCausalLMPreprocessor` or `None`.
+                Defaults to `None`.
+
+        Returns:
+            An `XLSTMCausalLM`.
+
+        Raises:
+            ValueError: for other modules or unsupported configurations
+                (sLSTM blocks, fused 7B weights, biased `xLSTMLMModel`s).
+        """
+        kwargs, embedding_key, prefix = backbone_kwargs_from_xlstm(module)
+        backbone = cls.backbone_cls(**kwargs)
+        load_language_model_weights(
+            backbone, module.state_dict(), embedding_key, prefix
+        )
+        return cls(backbone, preprocessor)
 
     def call_with_cache(self, token_ids, cache, padding_mask=None):
         """Run `token_ids` from the state `cache`.

@@ -35,11 +35,15 @@ class XLSTMCausalLMPreprocessor(CausalLMPreprocessor):
 
     Example:
 
+    >>> import numpy as np
     >>> preprocessor = XLSTMCausalLMPreprocessor(
     ...     XLSTMByteTokenizer(), sequence_length=6)
     >>> x, y, weight = preprocessor(["abc"])
-    >>> x["token_ids"].tolist(), y.tolist()
+    >>> np.asarray(x["token_ids"]).tolist(), np.asarray(y).tolist()
     ([[0, 97, 98, 99, 0, 0]], [[97, 98, 99, 0, 0, 0]])
+
+    References:
+        - KerasHub's `CausalLMPreprocessor`, which this class specialises.
     """
 
     backbone_cls = XLSTMBackbone

@@ -32,9 +32,16 @@ class XLSTMTokenizer(BytePairTokenizer):
 
     >>> vocabulary = {"<|endoftext|>": 0, "<|padding|>": 1, "a": 2,
     ...               "b": 3, "ab": 4}
+    >>> import numpy as np
     >>> tokenizer = XLSTMTokenizer(vocabulary, ["a b"])
-    >>> tokenizer("abab").tolist()
+    >>> np.asarray(tokenizer("abab")).tolist()
     [4, 4]
+
+    References:
+        - Sennrich et al., "Neural Machine Translation of Rare Words with
+          Subword Units", 2016, arXiv:1508.07909.
+        - Black et al., "GPT-NeoX-20B", 2022, arXiv:2204.06745 (the
+          tokenizer of the xLSTM 7B).
     """
 
     def __init__(
