@@ -254,3 +254,19 @@ def test_public_api_documented_registered_and_examples_run(name):
     for test in tests:
         runner.run(test)
     assert runner.failures == 0
+
+
+def test_generation_benchmark_rows():
+    """The generation benchmark runs both models; GPT-2's cache grows with
+    the context, the xLSTM state does not."""
+    from keras_mlstm.models.hub import generation_benchmark
+
+    rows = generation_benchmark.run(
+        [8, 32], width=32, layers=1, heads=2, vocabulary=20, batch=1, repeats=1
+    )
+    by_model = {}
+    for row in rows:
+        assert row["step_ms"] > 0
+        by_model.setdefault(row["model"], []).append(row["cache_mb"])
+    assert by_model["xlstm"][0] == by_model["xlstm"][1]
+    assert by_model["gpt2"][1] > 3 * by_model["gpt2"][0]

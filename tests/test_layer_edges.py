@@ -184,9 +184,14 @@ def test_empty_batch(name, masked):
 
 def test_empty_batch_through_models_and_cells():
     model = build_mlstm_model(
-        vocab_size=np.int64(30), embedding_dim=16, num_blocks=1, num_heads=2
+        "classification",
+        vocab_size=np.int64(30),
+        num_classes=3,
+        embedding_dim=16,
+        num_blocks=1,
+        num_heads=2,
     )
-    assert tuple(model(np.zeros((0, 5), "int32")).shape) == (0, 5, 30)
+    assert tuple(model(np.zeros((0, 5), "int32")).shape) == (0, 3)
     cell = MLSTMCell(8)
     output, states = cell(
         np.zeros((0, D), "float32"), cell.get_initial_state(0)
