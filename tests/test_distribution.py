@@ -4,8 +4,11 @@ subprocess because JAX fixes its devices at start-up): ``DataParallel`` and
 ``ModelParallel`` (a ``LayoutMap`` sharding the blocks' projections) give
 the losses of single-device training.
 
-Tolerance: 1e-5 relative on each of 4 epoch losses (float32; the sharded
-programs sum the gradients in another order).
+Tolerance: 1e-4 relative on each of 4 epoch losses (float32; the sharded
+programs sum the gradients in another order, and four epochs of Adam at
+1e-2 amplify that: under ModelParallel, measured 7e-8, 3e-7, 1.3e-6 and
+1.8e-5 on epochs 1 to 4 for the "large" stack, 9e-6 on epoch 4 for the
+"mlstm" one; DataParallel within 5e-7).
 """
 
 import json
@@ -32,21 +35,19 @@ def train(distribution):
     if distribution is not None:
         keras.distribution.set_distribution(distribution)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((None,), dtype="int32"),
-            keras.layers.Embedding(16, 64, name="token_embedding"),
-            keras_mlstm.MLSTMStack(
-                2,
-                num_heads=2,
-                chunk_size=8,
-                block_variant=sys.argv[1],
-                seed=0,
-                name="mlstm_stack",
-            ),
-            keras.layers.Dense(16, name="lm_head"),
-        ]
-    )
+    # Functional, so that weight paths start at the layer names the
+    # LayoutMap names (a Sequential prefixes its own name).
+    tokens = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(16, 64, name="token_embedding")(tokens)
+    x = keras_mlstm.MLSTMStack(
+        2,
+        num_heads=2,
+        chunk_size=8,
+        block_variant=sys.argv[1],
+        seed=0,
+        name="mlstm_stack",
+    )(x)
+    model = keras.Model(tokens, keras.layers.Dense(16, name="lm_head")(x))
     model.compile(
         keras.optimizers.Adam(1e-2),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -109,7 +110,7 @@ def test_data_and_model_parallel_match_single_device(variant):
     assert single[-1] < single[0]  # it trains
     for kind in ("data", "model"):
         for a, b in zip(losses[kind], single, strict=True):
-            assert abs(a - b) <= 1e-5 * abs(b), (kind, losses)
+            assert abs(a - b) <= 1e-4 * abs(b), (kind, losses)
     # The layout map took effect: the projections are split over "model".
     specs = losses["sharded"]
     kernels = [p for p in specs if "block_0" in p and "kernel" in p]
