@@ -10,7 +10,8 @@ class Projection(keras.layers.Dense):
 
     ``Dense`` multiplies with ``ops.matmul``, which on PyTorch returns
     float32 for float64 operands (Keras 3.15); ``einsum`` keeps the
-    operands' dtype, so a float64 block stays float64. Quantized kernels
+    operands' dtype, so a float64 block stays float64. Inputs of rank up
+    to 9. Quantized kernels
     (``quantize("int8")``) run Keras' own quantized call unchanged, and a
     LoRA-enabled kernel enters through ``self.kernel`` as in ``Dense``.
     """
@@ -21,7 +22,11 @@ class Projection(keras.layers.Dense):
         super().quantize(mode, type_check=False, config=config)
 
     def call(self, inputs, training=None):
-        x = ops.einsum("...i,io->...o", inputs, self.kernel)
+        # Named batch axes, not "...": TensorFlow's gradient of an einsum
+        # with an ellipsis broadcasts through a (B, T, in, out) tensor
+        # (measured: 1.5 s against 0.05 s for a block's training step).
+        batch_axes = "abcdefgh"[: len(inputs.shape) - 1]
+        x = ops.einsum(f"{batch_axes}i,io->{batch_axes}o", inputs, self.kernel)
         if self.bias is not None:
             x = ops.add(x, self.bias)
         return x
