@@ -424,10 +424,12 @@ def large_kwargs(config):
             "Only ffn_round_up_to_multiple_of=64 is supported; received "
             f"{config.ffn_round_up_to_multiple_of}."
         )
-    if config.norm_eps != 1e-6:
-        raise ValueError(
-            f"Only norm_eps=1e-6 is supported; received {config.norm_eps}."
-        )
+    for name in ("norm_eps", "eps"):  # the Keras blocks' epsilons
+        if getattr(config, name, 1e-6) != 1e-6:
+            raise ValueError(
+                f"Only {name}=1e-6 is supported; received "
+                f"{getattr(config, name)}."
+            )
     return {
         "num_heads": config.num_heads,
         "qk_dim_factor": config.qk_dim_factor,

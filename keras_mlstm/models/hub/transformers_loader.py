@@ -2,9 +2,15 @@
 ``"xlstm"``, ``xLSTMForCausalLM``, e.g. ``NX-AI/xLSTM-7b``) into the
 KerasHub classes: config, weights (safetensors, one file or sharded) and
 the tokenizer. Works on a local directory or any handle KerasHub's
-``get_file`` reaches (``hf://...``, ``kaggle://...``)."""
+``get_file`` reaches (``hf://...``, ``kaggle://...``).
+
+KerasHub picks its own ``transformers`` converter from a fixed list of
+model types, with no way to register another; so the ``from_preset`` of
+each xLSTM class asks ``xlstm_loader`` first and hands anything else to
+KerasHub."""
 
 import json
+import types
 
 from keras_hub.src.utils.preset_utils import PresetLoader
 from keras_hub.src.utils.preset_utils import check_file_exists
@@ -12,7 +18,9 @@ from keras_hub.src.utils.preset_utils import get_file
 from keras_hub.src.utils.preset_utils import load_json
 
 from keras_mlstm.models.hub.safetensors_reader import SafetensorsReader
+from keras_mlstm.models.hub.xlstm_converter import large_backbone_kwargs
 from keras_mlstm.models.hub.xlstm_converter import load_language_model_weights
+from keras_mlstm.models.hub.xlstm_tokenizer import read_tokenizer_json
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -31,38 +39,11 @@ def xlstm_loader(preset):
     return TransformersXLSTMLoader(preset, config)
 
 
-def _expect(config, key, expected):
-    value = config.get(key, expected)
-    if value != expected:
-        raise ValueError(
-            f"The checkpoint's config.json has {key}={value!r}; only "
-            f"{key}={expected!r} (the xLSTM 7B layout) is supported."
-        )
-
-
 def convert_backbone_config(config):
     """``XLSTMBackbone`` arguments from a ``transformers`` ``xLSTMConfig``
-    dict; raises ValueError for settings the Keras blocks do not have."""
-    _expect(config, "weight_mode", "single")
-    _expect(config, "ffn_round_up_to_multiple_of", 64)
-    _expect(config, "add_out_norm", True)
-    _expect(config, "norm_eps", 1e-6)
-    _expect(config, "eps", 1e-6)
-    return {
-        "vocabulary_size": config["vocab_size"],
-        "num_layers": config.get("num_blocks", config["num_hidden_layers"]),
-        "hidden_dim": config.get("embedding_dim", config["hidden_size"]),
-        "num_heads": config["num_heads"],
-        "block_variant": "large",
-        "qk_dim_factor": config.get("qk_dim_factor", 0.5),
-        "v_dim_factor": config.get("v_dim_factor", 1.0),
-        "ffn_proj_factor": config.get("ffn_proj_factor", 2.667),
-        "gate_soft_cap": config.get("gate_soft_cap", 15.0),
-        "use_bias": config.get("use_bias", False),
-        "tie_word_embeddings": config.get("tie_word_embeddings", False),
-        "logit_soft_cap": config.get("output_logit_soft_cap"),
-        "chunk_size": config.get("chunk_size", 64),
-    }
+    dict (the official ``xLSTMLargeConfig``'s fields, under the same
+    names); ValueError for settings the Keras blocks do not have."""
+    return large_backbone_kwargs(types.SimpleNamespace(**config))
 
 
 def weight_files(preset):
@@ -99,12 +80,9 @@ class TransformersXLSTMLoader(PresetLoader):
         return backbone
 
     def load_tokenizer(self, cls, config_file=TOKENIZER_FILE, **kwargs):
-        path = get_file(self.preset, config_file)
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-        vocabulary = dict(spec["model"]["vocab"])
-        for token in spec.get("added_tokens", []):
-            vocabulary[token["content"]] = token["id"]
+        vocabulary, merges = read_tokenizer_json(
+            get_file(self.preset, config_file)
+        )
         names = {index: token for token, index in vocabulary.items()}
         special = {}
         for name, key in (
@@ -114,4 +92,6 @@ class TransformersXLSTMLoader(PresetLoader):
         ):
             if self.config.get(key) in names:
                 special[name] = names[self.config[key]]
-        return cls.from_tokenizer_json(path, **{**special, **kwargs})
+        return cls(
+            vocabulary=vocabulary, merges=merges, **{**special, **kwargs}
+        )

@@ -25,21 +25,7 @@ def backbone_kwargs_from_xlstm(module):
         )
     config = module.config
     if kind == "xLSTMLarge":
-        if not config.add_out_norm:
-            raise ValueError(
-                "xLSTMLarge models without the output norm are not "
-                "supported (add_out_norm=False)."
-            )
-        kwargs = dict(
-            large_kwargs(config),
-            vocabulary_size=config.vocab_size,
-            num_layers=config.num_blocks,
-            hidden_dim=config.embedding_dim,
-            block_variant="large",
-            tie_word_embeddings=False,
-            logit_soft_cap=config.output_logit_soft_cap,
-        )
-        return kwargs, "embedding.weight", "backbone."
+        return large_backbone_kwargs(config), "embedding.weight", "backbone."
     kwargs = stack_kwargs(config)
     if not kwargs.pop("post_norm"):
         raise ValueError(
@@ -61,6 +47,26 @@ def backbone_kwargs_from_xlstm(module):
         tie_word_embeddings=bool(config.tie_weights),
     )
     return kwargs, "token_embedding.weight", "xlstm_block_stack."
+
+
+def large_backbone_kwargs(config):
+    """``XLSTMBackbone`` arguments for an xLSTM 7B configuration: the
+    official ``xLSTMLargeConfig`` or anything with its fields (the
+    ``transformers`` ``xLSTMConfig`` has them under the same names)."""
+    if not config.add_out_norm:
+        raise ValueError(
+            "xLSTM 7B models without the output norm are not supported "
+            "(add_out_norm=False)."
+        )
+    return dict(
+        large_kwargs(config),
+        vocabulary_size=config.vocab_size,
+        num_layers=config.num_blocks,
+        hidden_dim=config.embedding_dim,
+        block_variant="large",
+        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        logit_soft_cap=config.output_logit_soft_cap,
+    )
 
 
 def load_language_model_weights(backbone, state_dict, embedding_key, prefix):

@@ -101,23 +101,7 @@ class XLSTMTokenizer(BytePairTokenizer):
         Raises:
             ValueError: for a tokenizer that is not byte-level BPE.
         """
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-        model = spec.get("model", {})
-        if model.get("type") != "BPE" or not _is_byte_level(spec):
-            raise ValueError(
-                f"`path` ({path}) must be the tokenizer.json of a byte-level "
-                "BPE tokenizer (model type 'BPE', a 'ByteLevel' "
-                f"pre-tokenizer); received model type {model.get('type')!r} "
-                f"and pre-tokenizer {spec.get('pre_tokenizer')!r}."
-            )
-        vocabulary = dict(model["vocab"])
-        for token in spec.get("added_tokens", []):
-            vocabulary.setdefault(token["content"], token["id"])
-        merges = [
-            merge if isinstance(merge, str) else " ".join(merge)
-            for merge in model["merges"]
-        ]
+        vocabulary, merges = read_tokenizer_json(path)
         return cls(vocabulary=vocabulary, merges=merges, **kwargs)
 
     def get_config(self):
@@ -130,6 +114,30 @@ class XLSTMTokenizer(BytePairTokenizer):
             }
         )
         return config
+
+
+def read_tokenizer_json(path):
+    """``(vocabulary, merges)`` of a Hugging Face ``tokenizer.json`` of a
+    byte-level BPE model, the added tokens in the vocabulary; ValueError
+    naming ``path`` for any other tokenizer."""
+    with open(path, encoding="utf-8") as f:
+        spec = json.load(f)
+    model = spec.get("model", {})
+    if model.get("type") != "BPE" or not _is_byte_level(spec):
+        raise ValueError(
+            f"`path` ({path}) must be the tokenizer.json of a byte-level "
+            "BPE tokenizer (model type 'BPE', a 'ByteLevel' pre-tokenizer); "
+            f"received model type {model.get('type')!r} and pre-tokenizer "
+            f"{spec.get('pre_tokenizer')!r}."
+        )
+    vocabulary = dict(model["vocab"])
+    for token in spec.get("added_tokens", []):
+        vocabulary.setdefault(token["content"], token["id"])
+    merges = [
+        merge if isinstance(merge, str) else " ".join(merge)
+        for merge in model["merges"]
+    ]
+    return vocabulary, merges
 
 
 def _is_byte_level(spec):
