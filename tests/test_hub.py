@@ -162,6 +162,20 @@ def byte_preprocessor(length=24):
     )
 
 
+def test_hidden_states_carry_no_keras_mask():
+    """The padding mask is an input; the output embedding is never handed
+    a Keras mask (Keras would warn on every call that it drops it)."""
+    import warnings
+
+    lm = small_lm()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm(prompts())
+        lm.compile(sampler="greedy")
+        lm.generate(prompts(), stop_token_ids=None)
+    assert not [w for w in caught if "mask" in str(w.message)]
+
+
 def test_byte_preprocessor_packs_shifted_targets():
     x, y, weight = byte_preprocessor(6)(["abc"])
     np.testing.assert_array_equal(
@@ -200,12 +214,14 @@ def test_preset_round_trip(variant, tmp_path):
     assert backbone.get_config() == lm.backbone.get_config()
 
 
-def test_lora_trains_only_the_adapters():
-    lm = small_lm()
+@pytest.mark.parametrize("variant,targets", [("large", 2), ("mlstm", 1)])
+def test_lora_trains_only_the_adapters(variant, targets):
+    """The default targets: q and v of "large" blocks, up of "mlstm" ones."""
+    lm = small_lm(variant)
     lm.backbone.enable_lora(2)
     names = sorted({w.path.split("/")[-1] for w in lm.trainable_weights})
     assert names == ["lora_kernel_a", "lora_kernel_b"]
-    assert len(lm.trainable_weights) == 2 * 2 * 2  # q and v of 2 blocks
+    assert len(lm.trainable_weights) == 2 * targets * 2  # a, b; 2 blocks
     frozen = {w.path: to_numpy(w) for w in lm.non_trainable_weights}
     lora = {w.path: to_numpy(w) for w in lm.trainable_weights}
     lm.compile(optimizer=keras.optimizers.Adam(1e-2))
