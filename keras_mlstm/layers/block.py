@@ -17,6 +17,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import guard_steps
+from keras_mlstm.layers.base import head_gates
 from keras_mlstm.layers.base import known_features
 from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import poison_state
@@ -329,23 +330,13 @@ class MLSTMBlock(RecurrentBlock):
         k = self._headwise(x_c, self.k_kernel, self.k_bias)
         v = self._headwise(x_m, self.v_kernel, self.v_bias)
         q, k, v = (ops.cast(t, dtype) for t in (q, k, v))
-        gate_inputs = ops.concatenate([q, k, v], axis=-1)
-        input_gate = (
-            ops.einsum(
-                "bte,eh->bht",
-                gate_inputs,
-                ops.cast(self.input_gate_kernel, dtype),
-            )
-            + ops.cast(self.input_gate_bias, dtype)[:, None]
-        )  # (B, NH, T)
-        forget_gate = (
-            ops.einsum(
-                "bte,eh->bht",
-                gate_inputs,
-                ops.cast(self.forget_gate_kernel, dtype),
-            )
-            + ops.cast(self.forget_gate_bias, dtype)[:, None]
-        )  # (B, NH, T)
+        input_gate, forget_gate = head_gates(
+            [q, k, v],
+            self.input_gate_kernel,
+            self.input_gate_bias,
+            self.forget_gate_kernel,
+            self.forget_gate_bias,
+        )  # (B, NH, T) each
 
         heads = self.num_heads
         h, state = mlstm(

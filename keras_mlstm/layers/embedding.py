@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_mlstm.ops.common import linear
+
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class ReversibleEmbedding(keras.layers.Embedding):
@@ -38,7 +40,7 @@ class ReversibleEmbedding(keras.layers.Embedding):
     def call(self, inputs, reverse=False):
         if reverse:
             kernel = ops.cast(self.embeddings, self.compute_dtype)
-            return ops.einsum("...d,vd->...v", inputs, kernel)
+            return linear(inputs, ops.transpose(kernel))
         return super().call(inputs)
 
     def compute_mask(self, inputs, mask=None, reverse=False):

@@ -17,6 +17,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import guard_steps
+from keras_mlstm.layers.base import head_gates
 from keras_mlstm.layers.base import known_features
 from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import poison_state
@@ -261,21 +262,15 @@ class MLSTMLargeBlock(RecurrentBlock):
 
         u = self._norm(inputs, self.norm_mlstm_weight, "norm_mlstm")
         q, k, v, o = self.q(u), self.k(u), self.v(u), self.output_gate(u)
-        u_gates = ops.cast(u, dtype)
-        input_gate = soft_cap(
-            ops.einsum(
-                "btd,dh->bht", u_gates, ops.cast(self.input_gate_kernel, dtype)
-            )
-            + ops.cast(self.input_gate_bias, dtype)[:, None],
-            self.gate_soft_cap,
-        )
-        forget_gate = soft_cap(
-            ops.einsum(
-                "btd,dh->bht", u_gates, ops.cast(self.forget_gate_kernel, dtype)
-            )
-            + ops.cast(self.forget_gate_bias, dtype)[:, None],
-            self.gate_soft_cap,
-        )
+        input_gate, forget_gate = head_gates(
+            [ops.cast(u, dtype)],
+            self.input_gate_kernel,
+            self.input_gate_bias,
+            self.forget_gate_kernel,
+            self.forget_gate_bias,
+        )  # (B, NH, T) each
+        input_gate = soft_cap(input_gate, self.gate_soft_cap)
+        forget_gate = soft_cap(forget_gate, self.gate_soft_cap)
         h, state = mlstm(
             to_heads(ops.cast(q, dtype), self.num_heads),
             to_heads(ops.cast(k, dtype), self.num_heads),

@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import check_options
+from keras_mlstm.ops.common import linear
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.common import to_dtype
@@ -253,10 +254,8 @@ class MLSTMCell(keras.layers.Layer):
         dtype = state_dtype(self.compute_dtype)
         if not keras.backend.is_float_dtype(x.dtype):
             x = ops.cast(x, dtype)  # integer features, as LSTM accepts them
-        # einsum rather than matmul: Keras's torch matmul computes float64
-        # in float32 (see ops/compat.py).
-        projected = ops.einsum(
-            "...d,du->...u", to_dtype(x, dtype), to_dtype(self.kernel, dtype)
+        projected = linear(
+            to_dtype(x, dtype), to_dtype(self.kernel, dtype)
         )  # (..., 4 U)
         if self.use_bias:
             projected = projected + to_dtype(self.bias, dtype)
@@ -268,8 +267,8 @@ class MLSTMCell(keras.layers.Layer):
         biases = ops.concatenate(
             [self.input_gate_bias, self.forget_gate_bias], axis=-1
         )
-        gate_values = ops.einsum(
-            "...d,dh->...h", to_dtype(x, dtype), to_dtype(gates, dtype)
+        gate_values = linear(
+            to_dtype(x, dtype), to_dtype(gates, dtype)
         ) + to_dtype(biases, dtype)  # (..., 2 NH)
         input_gate, forget_gate = ops.split(gate_values, 2, axis=-1)
         q, k, v = (to_dtype(t, dtype) for t in (q, k, v))

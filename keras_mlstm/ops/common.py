@@ -131,6 +131,20 @@ def to_dtype(x, dtype):
     return x if standardize_dtype(x) == dtype else ops.cast(x, dtype)
 
 
+def linear(x, kernel):
+    """``x`` ``(..., I)`` times ``kernel`` ``(I, O)``: ``(..., O)``.
+
+    ``einsum`` with the batch axes named, not ``ops.matmul``, whose PyTorch
+    version computes float64 operands in float32 (Keras 3.15), nor an
+    ``"..."`` einsum, whose TensorFlow gradient broadcasts through a
+    ``(..., I, O)`` tensor (measured: a block's training step 1.5 s instead
+    of 0.05 s, an ``MLSTM(128)`` step 585 ms instead of 26 ms). Inputs of
+    rank up to 9.
+    """
+    axes = "abcdefgh"[: len(x.shape) - 1]
+    return ops.einsum(f"{axes}i,io->{axes}o", x, kernel)
+
+
 def state_dtype(value_dtype):
     """The dtype of gates and states for inputs of ``value_dtype``.
 
