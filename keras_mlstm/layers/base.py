@@ -76,7 +76,7 @@ def guard_steps(x, mask):
         keep = mask & ~bad
     else:
         keep = ~bad
-    x = ops.where(keep[..., None], x, ops.zeros_like(x))
+    x = ops.where(keep[..., None], x, 0.0)
     poisoned = ops.cumsum(ops.cast(bad, "int32"), axis=1) > 0  # (B, T)
     return x, poisoned
 
@@ -86,7 +86,7 @@ def poison(x, poisoned):
     steps (B, T) of an output, or the batch (B,) of a state)."""
     for _ in range(len(x.shape) - len(poisoned.shape)):
         poisoned = poisoned[..., None]
-    return ops.where(poisoned, ops.full_like(x, float("nan")), x)
+    return ops.where(poisoned, float("nan"), x)
 
 
 def poison_state(state, poisoned):
@@ -101,7 +101,7 @@ def select_steps(x, mask):
     gradient too); `x` itself for `mask=None`."""
     if mask is None:
         return x
-    return ops.where(ops.cast(mask, "bool")[..., None], x, ops.zeros_like(x))
+    return ops.where(ops.cast(mask, "bool")[..., None], x, 0.0)
 
 
 def to_heads(x, num_heads):

@@ -345,7 +345,9 @@ def zero_state(batch_size, num_heads, dk, dv, dtype):
 
 def _select(keep, x, value):
     """``x`` where ``keep``, else ``value`` (``keep`` broadcast to ``x``)."""
-    return ops.where(keep, x, ops.full_like(x, value))
+    # A Python scalar keeps the dtype of `x` on every backend, and spares
+    # a full-size constant tensor per select.
+    return ops.where(keep, x, value)
 
 
 def _non_finite_steps(q, k, v, input_gate, forget_gate):

@@ -50,7 +50,7 @@ def log_weights(log_input, log_forget):
         ops.where(
             rows > cols,
             ops.expand_dims(log_forget, -1),
-            ops.zeros_like(log_forget)[..., None],
+            0.0,
         ),
         axis=-2,
     )  # (..., T, T)
@@ -60,7 +60,7 @@ def log_weights(log_input, log_forget):
     log_d = ops.where(
         rows >= cols,
         segment + ops.expand_dims(log_input, -2),
-        ops.full_like(segment, float("-inf")),
+        float("-inf"),
     )  # (..., T, T)
     log_decay = cumsum(log_forget, axis=-1)  # (..., T)
     return log_d, log_decay
