@@ -10,13 +10,15 @@ import sys
 import pytest
 
 from keras_mlstm import benchmark
+from keras_mlstm.benchmark import official
+from keras_mlstm.benchmark import report
 
 pytestmark = pytest.mark.jax_slow
 
 
-def test_benchmark_runs_and_writes_json(tmp_path):
+def test_benchmark_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    report = benchmark.main(
+    result = benchmark.main(
         [
             "--lengths",
             "40",
@@ -72,7 +74,17 @@ def test_benchmark_runs_and_writes_json(tmp_path):
         ]
     )
     saved = json.loads(out.read_text())
-    assert saved["backend"] == report["backend"]
+    assert saved["backend"] == result["backend"]
+    # The tables' and the plot's titles name this run's shapes, read from
+    # the rows (none of them the defaults).
+    printed = capsys.readouterr().out
+    ops_shapes = "B=2, NH=2, DK=DV=8, chunk 16"
+    memory_shapes = "MLSTM(16) training step, B=2"
+    for shapes in (ops_shapes, memory_shapes, "MLSTM(16), LSTM(16)"):
+        assert shapes in printed
+    assert "2 stacked MLSTM(16)" in printed
+    time_title, memory_title = report.plot_titles([saved])
+    assert ops_shapes in time_title and memory_shapes in memory_title
     forms = {row["form"] for row in saved["rows"] if "form" in row}
     assert forms == {"chunkwise", "parallel", "recurrent"}
     for row in saved["rows"]:
@@ -110,6 +122,65 @@ def test_benchmark_runs_and_writes_json(tmp_path):
     assert again.read_bytes().startswith(b"\x89PNG")
 
 
+def run_suites(tmp_path, argv):
+    """Run ``argv`` (tiny shapes, one timed call); the rows written to
+    JSON."""
+    out = tmp_path / "bench.json"
+    benchmark.main(argv + ["--repeats", "1", "--out", str(out)])
+    return json.loads(out.read_text())["rows"]
+
+
+def test_everyday_suite_times_every_contestant_against_lstm(tmp_path, capsys):
+    rows = run_suites(
+        tmp_path,
+        ["--suite", "everyday", "--everyday-units", "12"]
+        + ["--everyday-lengths", "8", "--everyday-batch", "2"],
+    )
+    contestants = ["MLSTM", "MLSTMBlock", "LSTM", "GRU", "MultiHeadAttention"]
+    assert [row["contestant"] for row in rows] == contestants
+    for row in rows:
+        assert (row["units"], row["length"], row["batch"]) == (12, 8, 2)
+        assert row["params"] > 0 and row["tokens_per_s"] > 0
+        assert row["first_call_s"] > 0
+    assert rows[2]["ratio_to_LSTM"] == 1.0
+    printed = capsys.readouterr().out
+    assert "| backend | contestant | D | T | B | params |" in printed
+    assert "B=2, Adam, MSE" in printed
+
+
+def test_lm_suite_matches_parameter_counts(tmp_path, capsys):
+    rows = run_suites(
+        tmp_path,
+        ["--suite", "lm", "--lm-vocab", "16", "--lm-params", "20000"]
+        + ["--lm-blocks", "1", "--lm-lengths", "8", "--lm-batch", "2"],
+    )
+    assert [row["model"] for row in rows] == ["mLSTM", "LSTM", "Transformer"]
+    for row in rows:
+        # Widths step by 4, so tiny models land within 15 % of the target.
+        assert abs(row["params"] - 20000) < 3000, row
+        assert row["first_call_s"] > 0 and row["tokens_per_s"] > 0
+        assert (row["length"], row["batch"], row["vocab"]) == (8, 2, 16)
+    assert rows[1]["ratio_to_LSTM"] == rows[1]["first_call_ratio_to_LSTM"] == 1
+    assert "about 20,000 parameters, vocabulary 16, B=2" in (
+        capsys.readouterr().out
+    )
+
+
+def test_official_suite_runs_the_same_block_on_both_sides(tmp_path):
+    pytest.importorskip("xlstm")
+    (row,) = run_suites(
+        tmp_path,
+        ["--suite", "official", "--official-dim", "16"]
+        + ["--official-length", "16", "--official-batch", "2"],
+    )
+    shapes = [row[key] for key in ("dim", "length", "batch", "heads")]
+    assert shapes == [16, 16, 2, 4]
+    assert row["ours"]["median_s"] > 0 and row["official"]["median_s"] > 0
+    assert row["ratio"] > 0
+    # The same weights: the two blocks' outputs agree.
+    assert row["output_difference"] < 1e-4
+
+
 def _int_options():
     """Every option the parser reads as an int or a list of ints."""
     for action in benchmark.build_parser()._actions:
@@ -144,6 +215,18 @@ def test_every_size_and_count_option_is_found_for_the_checks_below():
         "--step-tokens",
         "--memory-lengths",
         "--repeats",
+        "--everyday-units",
+        "--everyday-lengths",
+        "--everyday-batch",
+        "--lm-vocab",
+        "--lm-params",
+        "--lm-blocks",
+        "--lm-lengths",
+        "--lm-batch",
+        "--official-dim",
+        "--official-length",
+        "--official-batch",
+        "--official-heads",
     }
 
 
@@ -202,7 +285,9 @@ def test_help_describes_every_option_with_its_default(capsys, monkeypatch):
     for suite in benchmark.SUITES:
         assert f"\n  {suite} " in text
     flat = " ".join(text.split())
-    assert "--repeats N ops/peer/layer/flops: timed calls" in flat
+    assert (
+        "--repeats N ops/peer/layer/flops/everyday/lm/official: timed" in flat
+    )
     assert "(default: 5)" in flat
     assert "(default: [256, 1024, 2048, 4096, 16384])" in flat
     for action in benchmark.build_parser()._actions:
@@ -212,30 +297,40 @@ def test_help_describes_every_option_with_its_default(capsys, monkeypatch):
         assert f"{action.help} (default: {action.default})" in flat
 
 
-@pytest.fixture
-def without_official(monkeypatch):
-    """Make every ``mlstm_kernels`` import fail, as if not installed."""
-    names = [n for n in sys.modules if n.split(".")[0] == "mlstm_kernels"]
-    for name in names + ["mlstm_kernels"]:
+def hide_package(monkeypatch, package):
+    """Make every import of ``package`` fail, as if not installed."""
+    names = [n for n in sys.modules if n.split(".")[0] == package]
+    for name in names + [package]:
         monkeypatch.setitem(sys.modules, name, None)
 
 
-def test_peer_suite_refuses_to_run_without_the_official_package(
-    without_official, capsys
+@pytest.fixture
+def without_official(monkeypatch):
+    hide_package(monkeypatch, "mlstm_kernels")
+
+
+@pytest.mark.parametrize(
+    "suite, package", [("peer", "mlstm_kernels"), ("official", "xlstm")]
+)
+def test_suites_refuse_to_run_without_their_official_package(
+    suite, package, monkeypatch, capsys
 ):
+    hide_package(monkeypatch, package)
     with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["--suite", "ops", "peer", "--lengths", "16"])
+        benchmark.main(["--suite", "ops", suite, "--lengths", "16"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "--suite peer" in error
-    assert "mlstm_kernels package cannot be imported" in error
-    assert "pip install mlstm_kernels==" in error
+    assert f"--suite {suite}" in error
+    assert f"the official {package} package cannot be imported" in error
+    assert f"pip install {package}==" in error
 
 
-def test_install_hint_names_the_version_the_test_extra_pins():
-    pyproject = pathlib.Path(__file__).parents[1] / "pyproject.toml"
-    pins = re.findall(r'"(mlstm_kernels==[^"]+)"', pyproject.read_text())
-    assert pins == [benchmark.OFFICIAL_PACKAGE]
+def test_install_hints_name_the_versions_the_test_extra_pins():
+    text = (pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text()
+    pins = re.findall(r'"((?:mlstm_kernels|xlstm)==[^"]+)"', text)
+    assert sorted(pins) == sorted(
+        [benchmark.OFFICIAL_PACKAGE, official.XLSTM_PACKAGE]
+    )
 
 
 def test_step_suite_times_ours_only_and_says_so(
