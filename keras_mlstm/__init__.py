@@ -21,6 +21,7 @@ from keras_mlstm.models import mLSTM
 from keras_mlstm.models import xlstm_state_dict
 from keras_mlstm.ops import mlstm
 from keras_mlstm.ops import mlstm_step
+from keras_mlstm.ops import resolve_chunk_size
 from keras_mlstm.ops import resolve_form
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "mlstm_step",
     "models",
     "ops",
+    "resolve_chunk_size",
     "resolve_form",
     "xlstm_state_dict",
 ]

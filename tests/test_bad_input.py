@@ -25,6 +25,7 @@ from keras_mlstm import load_xlstm_weights
 from keras_mlstm import mLSTM
 from keras_mlstm import mlstm
 from keras_mlstm import mlstm_step
+from keras_mlstm import resolve_chunk_size
 from keras_mlstm import resolve_form
 from keras_mlstm import xlstm_state_dict
 from keras_mlstm.layers import block as block_module
@@ -123,6 +124,8 @@ CASES = [
     ("state", step(state=STATE[:1])),
     ("mask", step(mask=np.ones((B, 1), bool))),
     ("form", lambda: resolve_form("quadratic", 10)),
+    ("chunk_size", lambda: resolve_chunk_size("fastest", 16)),
+    ("chunk_size", lambda: resolve_chunk_size(0, 16)),
     # MLSTM and MLSTMCell: constructor
     ("units", lambda: MLSTM(0)),
     ("units", lambda: MLSTM("8")),
@@ -252,6 +255,7 @@ def test_the_table_covers_the_public_api():
         "mLSTM",
         "mlstm",
         "mlstm_step",
+        "resolve_chunk_size",
         "resolve_form",
     }
     # ReversibleEmbedding takes keras.layers.Embedding's own checks;

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from keras_mlstm import benchmark
+from keras_mlstm import resolve_chunk_size
 from keras_mlstm.benchmark import official
 from keras_mlstm.benchmark import report
 
@@ -97,10 +98,15 @@ def test_benchmark_runs_and_writes_json(tmp_path, capsys):
     assert [row["context"] for row in decode] == [4, 9]
     assert all(row["per_token_s"] > 0 for row in decode)
     flops = [row for row in saved["rows"] if row["suite"] == "flops"][0]
-    # By hand from the documented count: D = U = 16, NH = 2, DH = 8, L = 64:
-    # 2*16*(64 + 4) + 2*(4*64*8 + 4*8*8) + 2*16*16 = 7296 per token, times
-    # 3 (forward + backward) * B 2 * T 24.
-    assert flops["step_flops"] == 3 * 2 * 24 * 7296
+    # By hand from the documented count: D = U = 16, NH = 2, DH = 8, L the
+    # chunk size "auto" resolves to (16 on JAX and TensorFlow, 32 on
+    # PyTorch): 2*16*(64 + 4) + 2*(4*L*8 + 4*8*8) + 2*16*16 per token,
+    # times 3 (forward + backward) * B 2 * T 24.
+    chunk = flops["chunk_size"]
+    assert chunk == resolve_chunk_size("auto", head_size=8)
+    per_token = 2 * 16 * (64 + 4) + 2 * (4 * chunk * 8 + 4 * 8 * 8)
+    per_token += 2 * 16 * 16
+    assert flops["step_flops"] == 3 * 2 * 24 * per_token
     assert 0 < flops["fraction_of_matmul"]
     layer = [row for row in saved["rows"] if row["suite"] == "layer"][0]
     for kind in ("MLSTM", "LSTM", "MultiHeadAttention"):

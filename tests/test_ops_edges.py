@@ -261,3 +261,33 @@ def test_chunk_size_beyond_the_sequence_costs_nothing_more():
         np.testing.assert_array_equal(a, b)
     h_ref, _, scale = mlstm_reference(*arrays, return_scale=True)
     assert scaled_error(h_huge, h_ref, scale) < 1e-5
+
+
+@pytest.mark.parametrize("head_size", [4, 16, 32, 64, 128, None])
+def test_auto_chunk_size_is_the_measured_choice(head_size):
+    """`chunk_size="auto"` resolves to the sizes measured fastest in
+    docs/benchmarks.md ("Chunk size"): the q/k head size within 16 to 64
+    under XLA (JAX, TensorFlow), 64 when the head size is unknown, and 32
+    on PyTorch."""
+    if keras.backend.backend() == "torch":
+        expected = 32
+    else:
+        expected = {4: 16, 16: 16, 32: 32, 64: 64, 128: 64, None: 64}
+        expected = expected[head_size]
+    assert mlstm_ops.resolve_chunk_size("auto", head_size) == expected
+    assert mlstm_ops.resolve_chunk_size(24, head_size) == 24
+
+
+def test_auto_chunk_size_is_the_explicit_one():
+    """The op with `chunk_size="auto"` (its default) is the op with the
+    chunk size "auto" resolves to, bitwise, and within 1e-5 of the float64
+    reference."""
+    arrays = inputs(9, shape=(2, 2, 70, 16, 8))
+    chunk = mlstm_ops.resolve_chunk_size("auto", head_size=16)
+    h_auto, state_auto = run(arrays, "chunkwise", chunk_size="auto")
+    h_chunk, state_chunk = run(arrays, "chunkwise", chunk_size=chunk)
+    np.testing.assert_array_equal(h_auto, h_chunk)
+    for a, b in zip(state_auto, state_chunk, strict=True):
+        np.testing.assert_array_equal(a, b)
+    h_ref, _, scale = mlstm_reference(*arrays, return_scale=True)
+    assert scaled_error(h_auto, h_ref, scale) < 1e-5

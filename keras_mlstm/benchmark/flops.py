@@ -13,6 +13,7 @@ from keras_mlstm.benchmark.timing import random_sequences
 from keras_mlstm.benchmark.timing import time_interleaved
 from keras_mlstm.benchmark.timing import time_training
 from keras_mlstm.ops.compat import compile_function
+from keras_mlstm.ops.resolver import resolve_chunk_size
 
 HELP = {
     "flops": "achieved FLOP/s of an MLSTM training step against the"
@@ -72,11 +73,13 @@ def run(args):
     model = sequence_model("MLSTM", units, length)
     layer = model.layers[1]
     step = time_training({"MLSTM": model}, x, y, args.repeats)["MLSTM"]
+    chunk_size = resolve_chunk_size(layer.chunk_size, units // layer.num_heads)
     flops = training_step_flops(
-        batch, length, units, units, layer.num_heads, layer.chunk_size
+        batch, length, units, units, layer.num_heads, chunk_size
     )
     rate = flops / step["median_s"]
     row = {"suite": "flops", "units": units, "length": length}
+    row.update(chunk_size=chunk_size)
     row.update(batch=batch, step_flops=flops, step=step)
     row.update(matmul_size=size, matmul_flops_per_s=peak_rate)
     row.update(achieved_flops_per_s=rate, fraction_of_matmul=rate / peak_rate)

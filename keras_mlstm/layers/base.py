@@ -2,10 +2,10 @@
 of a recurrent block (its state, ``return_state``, symbolic outputs)."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_mlstm.layers.projection import Projection
+from keras_mlstm.ops.common import check_chunk_size
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import linear
 from keras_mlstm.ops.common import positive_int
@@ -176,12 +176,10 @@ class RecurrentBlock(ReturnsState, keras.layers.Layer):
         """Check and store the arguments every block takes."""
         self.num_heads = positive_int("num_heads", num_heads)
         self.num_blocks = positive_int("num_blocks", num_blocks)
-        if isinstance(chunk_size, np.integer):
-            chunk_size = int(chunk_size)
         check_options("sigmoid", 0.0, chunk_size, form)
         self.use_bias = bool(use_bias)
         self.form = form
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
         self.return_state = return_state
         self.seed = seed
         self.supports_masking = True

@@ -84,7 +84,10 @@ class MLSTMBlock(RecurrentBlock):
             ``W_down``. Default 1.
         form: ``"auto"``, ``"parallel"``, ``"chunkwise"`` or
             ``"recurrent"``: how the mLSTM is computed (same result).
-        chunk_size: chunk length of the chunkwise form. Default 64.
+        chunk_size: chunk length of the chunkwise form, an int or
+            `"auto"`, the size measured fastest for the backend and head
+            size (see `keras_mlstm.ops.resolve_chunk_size`). Default
+            `"auto"`.
         return_state: also return the final state.
         seed: int seed for the initialisers and dropout.
         **kwargs: base layer arguments (``name``, ``dtype``...).
@@ -134,7 +137,7 @@ class MLSTMBlock(RecurrentBlock):
         dropout=0.0,
         num_blocks=1,
         form="auto",
-        chunk_size=64,
+        chunk_size="auto",
         return_state=False,
         seed=None,
         **kwargs,

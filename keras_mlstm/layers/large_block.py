@@ -72,7 +72,10 @@ class MLSTMLargeBlock(RecurrentBlock):
         use_bias: biases on projections and norms. Default False.
         num_blocks: blocks in the stack, for the Wang init. Default 1.
         form: how the mLSTM is computed (as ``keras_mlstm.ops.mlstm``).
-        chunk_size: chunk length of the chunkwise form. Default 64.
+        chunk_size: chunk length of the chunkwise form, an int or
+            `"auto"`, the size measured fastest for the backend and head
+            size (see `keras_mlstm.ops.resolve_chunk_size`). Default
+            `"auto"`.
         return_state: also return the mLSTM state ``[C, n, m]``.
         seed: int seed for the initialisers.
         **kwargs: base layer arguments.
@@ -114,7 +117,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         use_bias=False,
         num_blocks=1,
         form="auto",
-        chunk_size=64,
+        chunk_size="auto",
         return_state=False,
         seed=None,
         **kwargs,

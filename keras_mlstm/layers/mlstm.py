@@ -22,9 +22,9 @@ from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.mlstm_cell import STATE_NAMES
 from keras_mlstm.layers.mlstm_cell import MLSTMCell
+from keras_mlstm.ops.common import check_chunk_size
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import check_state
-from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import rate
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.compat import reduce_max
@@ -153,7 +153,9 @@ class MLSTM(keras.layers.Layer):
             give the same result (see `keras_mlstm.ops.resolve_form`).
             Defaults to `"auto"`.
         chunk_size: chunk size of the chunkwise form (a larger one than T
-            is taken as T). Defaults to 64.
+            is taken as T), an int or `"auto"`, the size measured fastest
+            for the backend and head size (see
+            `keras_mlstm.ops.resolve_chunk_size`). Defaults to `"auto"`.
         head_norm: normalise each head's read-out (a layer norm over the
             head with a learnable scale, as the official layer does).
             Defaults to True.
@@ -226,14 +228,14 @@ class MLSTM(keras.layers.Layer):
         stateful=False,
         forget_gate_activation="sigmoid",
         form="auto",
-        chunk_size=64,
+        chunk_size="auto",
         head_norm=True,
         zero_output_for_mask=False,
         **kwargs,
     ):
         check_lstm_only_arguments(kwargs)
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
-        chunk_size = positive_int("chunk_size", chunk_size)
+        chunk_size = check_chunk_size(chunk_size)
         # The same checks, and messages, as the ops the layer calls.
         check_options(forget_gate_activation, 0.0, chunk_size, form)
         self.cell = MLSTMCell(

@@ -91,7 +91,7 @@ def build_mlstm_model(
     pooling="last",
     mask_zero=False,
     form="auto",
-    chunk_size=64,
+    chunk_size="auto",
     context_length=None,
     block_variant="mlstm",
     use_bias=False,

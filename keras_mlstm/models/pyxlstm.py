@@ -51,7 +51,9 @@ class mLSTM(keras.layers.Layer):  # noqa: N801 (the name users port from)
         form: how each `MLSTM` computes the sequence (`"auto"`,
             `"parallel"`, `"chunkwise"` or `"recurrent"`; same result).
             Defaults to `"auto"`.
-        chunk_size: chunk size of the chunkwise form. Defaults to 64.
+        chunk_size: chunk size of the chunkwise form, an int or `"auto"`
+            (see `keras_mlstm.ops.resolve_chunk_size`). Defaults to
+            `"auto"`.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -103,7 +105,7 @@ class mLSTM(keras.layers.Layer):  # noqa: N801 (the name users port from)
         dropout=0.0,
         num_heads=1,
         form="auto",
-        chunk_size=64,
+        chunk_size="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)

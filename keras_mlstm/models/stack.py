@@ -43,7 +43,9 @@ class MLSTMStack(ReturnsState, keras.layers.Layer):
         use_bias: biases on the blocks' projections. Default False.
         dropout: ``"mlstm"``: dropout rate at the end of every block.
         form: how the mLSTM is computed, as ``keras_mlstm.ops.mlstm``.
-        chunk_size: chunk length of the chunkwise form. Default 64.
+        chunk_size: chunk length of the chunkwise form, an int or
+            `"auto"` (see `keras_mlstm.ops.resolve_chunk_size`). Default
+            `"auto"`.
         post_norm: end with a norm (the official ``add_post_blocks_norm``
             / ``add_out_norm``). Default True.
         block_variant: ``"mlstm"`` (default) or ``"large"``.
@@ -90,7 +92,7 @@ class MLSTMStack(ReturnsState, keras.layers.Layer):
         use_bias=False,
         dropout=0.0,
         form="auto",
-        chunk_size=64,
+        chunk_size="auto",
         post_norm=True,
         block_variant="mlstm",
         qk_dim_factor=0.5,

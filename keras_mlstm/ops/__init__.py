@@ -7,6 +7,7 @@ time step. See ``docs/math.md`` for the equations.
 
 from keras_mlstm.ops.recurrent import mlstm_step
 from keras_mlstm.ops.resolver import mlstm
+from keras_mlstm.ops.resolver import resolve_chunk_size
 from keras_mlstm.ops.resolver import resolve_form
 
-__all__ = ["mlstm", "mlstm_step", "resolve_form"]
+__all__ = ["mlstm", "mlstm_step", "resolve_chunk_size", "resolve_form"]

@@ -247,6 +247,18 @@ def check_float(name, x):
     return dtype
 
 
+def check_chunk_size(chunk_size):
+    """``chunk_size`` as ``"auto"`` or an int >= 1, or ValueError."""
+    if isinstance(chunk_size, str):
+        if chunk_size != "auto":
+            raise ValueError(
+                '`chunk_size` must be "auto" or an int >= 1; received '
+                f"{chunk_size!r}."
+            )
+        return chunk_size
+    return positive_int("chunk_size", chunk_size)
+
+
 def check_options(forget_gate_activation, eps, chunk_size=None, form=None):
     """Check the non-tensor arguments shared by the ops."""
     if forget_gate_activation not in FORGET_GATE_ACTIVATIONS:
@@ -259,7 +271,7 @@ def check_options(forget_gate_activation, eps, chunk_size=None, form=None):
     if not eps >= 0.0 or eps == float("inf"):
         raise ValueError(f"`eps` must be a finite float >= 0; received {eps}.")
     if chunk_size is not None:
-        positive_int("chunk_size", chunk_size)
+        check_chunk_size(chunk_size)
     if form is not None and form not in FORMS + ("auto",):
         raise ValueError(
             f"`form` must be one of {FORMS + ('auto',)}; received {form!r}."

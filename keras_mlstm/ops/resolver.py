@@ -10,11 +10,13 @@ import keras
 from keras_mlstm.ops.chunkwise import chunkwise_form
 from keras_mlstm.ops.common import FORMS
 from keras_mlstm.ops.common import SEQUENCE_LAYOUT
+from keras_mlstm.ops.common import check_chunk_size
 from keras_mlstm.ops.common import check_inputs
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import finish
 from keras_mlstm.ops.common import prepare
 from keras_mlstm.ops.compat import compiled_on_jax
+from keras_mlstm.ops.compat import preferred_chunk_size
 from keras_mlstm.ops.parallel import parallel_form
 from keras_mlstm.ops.recurrent import recurrent_form
 
@@ -64,6 +66,41 @@ def resolve_form(form, sequence_length, chunk_size=64):
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
+def resolve_chunk_size(chunk_size, head_size):
+    """The chunk size L the chunkwise form uses: ``chunk_size`` itself, or
+    for ``"auto"`` the one measured fastest on this backend for q/k heads
+    of ``head_size`` (see ``ops/compat.py`` and docs/benchmarks.md: the
+    head size within 16 to 64 on JAX and TensorFlow, 32 on PyTorch).
+
+    Args:
+        chunk_size: ``"auto"`` or a positive int.
+        head_size: DK, or None when it is known only at run time.
+
+    Returns:
+        A positive int.
+
+    Raises:
+        ValueError: for a ``chunk_size`` that is neither ``"auto"`` nor an
+            int >= 1.
+
+    Example:
+
+    >>> resolve_chunk_size(48, head_size=32)
+    48
+    >>> resolve_chunk_size("auto", head_size=32)
+    32
+
+    References:
+        - ``docs/benchmarks.md``, "Chunk size": the measurements behind
+          ``"auto"``.
+    """
+    check_chunk_size(chunk_size)
+    if chunk_size == "auto":
+        return preferred_chunk_size(head_size)
+    return int(chunk_size)
+
+
+@keras.saving.register_keras_serializable(package="keras_mlstm")
 def mlstm(
     q,
     k,
@@ -74,7 +111,7 @@ def mlstm(
     initial_state=None,
     mask=None,
     form="auto",
-    chunk_size=64,
+    chunk_size="auto",
     forget_gate_activation="sigmoid",
     eps=1e-6,
     return_state=False,
@@ -105,8 +142,10 @@ def mlstm(
             state unchanged and outputs zeros.
         form: ``"auto"``, ``"parallel"``, ``"chunkwise"`` or
             ``"recurrent"``; see ``resolve_form``. All give the same result.
-        chunk_size: chunk size L of the chunkwise form, a positive int; T
-            need not be a multiple of it.
+        chunk_size: chunk size L of the chunkwise form, a positive int (T
+            need not be a multiple of it) or ``"auto"``, the size measured
+            fastest on this backend for the head size (see
+            ``resolve_chunk_size``). Defaults to ``"auto"``.
         forget_gate_activation: ``"sigmoid"`` (the official xLSTM code) or
             ``"exp"``.
         eps: added to the read-out's denominator.
@@ -150,6 +189,7 @@ def mlstm(
         SEQUENCE_LAYOUT,
         "initial_state",
     )
+    chunk_size = resolve_chunk_size(chunk_size, dims.get("DK"))
     h, state = _compute(
         q,
         k,

@@ -54,8 +54,10 @@ class XLSTMBackbone(Backbone):
             Defaults to `False` (as the xLSTM 7B).
         logit_soft_cap: float or `None`. Soft cap of the logits,
             `cap * tanh(logits / cap)`. Defaults to `None`.
-        chunk_size: int. Chunk length of the chunkwise form used for
-            training and prompt processing. Defaults to `64`.
+        chunk_size: int or `"auto"`. Chunk length of the chunkwise form
+            used for training and prompt processing; `"auto"` is the size
+            measured fastest for the backend and head size (see
+            `keras_mlstm.ops.resolve_chunk_size`). Defaults to `"auto"`.
         dtype: string or `keras.DTypePolicy`. The dtype of computations and
             weights; the recurrent state stays float32. Defaults to `None`
             (Keras' global policy).
@@ -96,7 +98,7 @@ class XLSTMBackbone(Backbone):
         use_bias=False,
         tie_word_embeddings=False,
         logit_soft_cap=None,
-        chunk_size=64,
+        chunk_size="auto",
         dtype=None,
         **kwargs,
     ):
