@@ -69,7 +69,9 @@ def pytest_collection_modifyitems(config, items):
 
     They repeat, through the docs, the demo, the benchmark CLI, real
     processes or ported suites, code paths that the JAX default run covers
-    directly; TensorFlow and PyTorch run them by default.
+    directly, or they are the slowest tests of the JAX default run
+    (docs/reliability.md, "Test tiers"); TensorFlow and PyTorch run them
+    by default.
     """
     if keras.backend.backend() != "jax":
         return

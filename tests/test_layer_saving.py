@@ -61,6 +61,7 @@ def sample_input():
     return x
 
 
+@pytest.mark.jax_slow
 def test_keras_file_round_trip(tmp_path):
     model = build_model()
     x = sample_input()

@@ -71,6 +71,7 @@ def test_stack_in_sequential_learns_with_fit():
     assert model.evaluate(x, y, verbose=0) < first / 5
 
 
+@pytest.mark.jax_slow
 def test_stack_state_pieces_equal_one_pass():
     stack = MLSTMStack(2, num_heads=2, seed=1)
     x = np.random.default_rng(1).normal(size=(2, 11, 32)).astype("float32")
@@ -84,6 +85,7 @@ def test_stack_state_pieces_equal_one_pass():
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.jax_slow
 def test_classifier_with_padding_learns(pooling):
     """Classify the sign of the sum of a zero-padded token sequence."""
     keras.utils.set_random_seed(0)
