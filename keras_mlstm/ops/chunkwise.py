@@ -13,10 +13,10 @@ chunks, never over time steps. Phases, per head:
    ``C_c = sum_s exp(D[L-1, s] - m_c) k_s v_s^T``. O(T DK DV).
 4. Across chunks, sequentially: the state entering each chunk, by decaying
    the previous one by the chunk's total ``exp(a[L-1])`` and adding the
-   chunk's own state, stabilised. O(NC DK DV), NC steps. (On TensorFlow,
-   whose XLA gradient of a loop that emits per-step outputs is quadratic in
-   the number of steps, the same maps are composed by an associative scan:
-   O(NC log NC DK DV) in log2(NC) steps.)
+   chunk's own state, stabilised. O(NC DK DV), NC steps. (On TensorFlow
+   under XLA, whose gradient of a loop that emits per-step outputs is
+   quadratic in the number of steps, the same maps are composed by an
+   associative scan: O(NC log NC DK DV) in log2(NC) steps.)
 5. Inside every chunk at once: the outputs from the chunk's inputs (an
    (L, L) masked attention) plus the state entering the chunk.
    O(T L (DK + DV) + T DK DV).
