@@ -176,10 +176,10 @@ class RecurrentBlock(ReturnsState, keras.layers.Layer):
         """Check and store the arguments every block takes."""
         self.num_heads = positive_int("num_heads", num_heads)
         self.num_blocks = positive_int("num_blocks", num_blocks)
-        check_options("sigmoid", 0.0, chunk_size, form)
+        self.chunk_size = check_chunk_size(chunk_size)
+        check_options("sigmoid", 0.0, form=form)
         self.use_bias = bool(use_bias)
         self.form = form
-        self.chunk_size = check_chunk_size(chunk_size)
         self.return_state = return_state
         self.seed = seed
         self.supports_masking = True

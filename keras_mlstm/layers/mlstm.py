@@ -237,7 +237,7 @@ class MLSTM(keras.layers.Layer):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         chunk_size = check_chunk_size(chunk_size)
         # The same checks, and messages, as the ops the layer calls.
-        check_options(forget_gate_activation, 0.0, chunk_size, form)
+        check_options(forget_gate_activation, 0.0, form=form)
         self.cell = MLSTMCell(
             units,
             num_heads=num_heads,
