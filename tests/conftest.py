@@ -67,7 +67,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """On JAX, `jax_slow` tests join the slow tier (before `-m` selects).
 
-    They repeat, through the docs, the demo, the benchmark CLI, real
+    They repeat, through the docs, the benchmark CLI, real
     processes or ported suites, code paths that the JAX default run covers
     directly, or they are the slowest tests of the JAX default run
     (docs/reliability.md, "Test tiers"); TensorFlow and PyTorch run them
