@@ -12,7 +12,8 @@ are padded (`Embedding(mask_zero=True)`), and padded target positions get
 zero weight in the loss.
 
 Runtime: about 40 s on a 2-core CPU (JAX; measured 40 s, exact-match
-accuracy 0.54 on 200 new strings after the default 30 epochs); `--smoke` runs in seconds.
+accuracy 0.54 on 200 new strings after the default 30 epochs);
+`--smoke` runs in seconds.
 Run: `python examples/seq2seq.py [--epochs 30] [--seed 0]`.
 """
 
