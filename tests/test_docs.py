@@ -1,6 +1,6 @@
-"""The Python code blocks of the README and docs run as written (the blocks
-of one document in order, in one namespace, as a reader would paste them),
-on every backend, so the docs stay true to the code."""
+"""The Python code blocks of the README and docs run as written, each one
+alone in a fresh namespace (a reader may paste any one of them), on every
+backend, so the docs stay true to the code."""
 
 import os
 import re
@@ -24,7 +24,8 @@ def blocks_of(name):
 
 
 @pytest.mark.parametrize("name", [name for name in DOCS if blocks_of(name)])
-def test_python_blocks_run(name):
-    namespace = {"__name__": "doc"}
+def test_python_blocks_run_alone(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # files a block writes stay out of the repo
     for index, code in enumerate(blocks_of(name)):
+        namespace = {"__name__": "doc"}
         exec(compile(code, f"{name} block {index}", "exec"), namespace)
