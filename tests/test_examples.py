@@ -6,6 +6,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,3 +156,16 @@ def test_associative_recall_smoke_runs_every_model(tmp_path):
         assert len(values) == 2 and all(0.0 <= a <= 1.0 for a in values)
     with open(out["plot"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fine_tune_xlstm_smoke_converts_and_trains_only_adapters():
+    pytest.importorskip("keras_hub")
+    pytest.importorskip("torch")
+    pytest.importorskip("xlstm")
+    out = load_example("fine_tune_xlstm").main(["--smoke"])
+    # float32 conversion of the official model: 1e-4 of the largest logit,
+    # as tests/test_hub_xlstm.py.
+    assert out["logit_error"] < 1e-4
+    assert out["frozen_change"] == 0.0  # LoRA froze every other weight
+    assert all(np.isfinite(out["losses"]))
+    assert out["sample"].startswith("def ")
