@@ -1,6 +1,6 @@
 """keras_mlstm: the mLSTM of xLSTM (Beck et al. 2024) for Keras 3.
 
-Runs on TensorFlow, JAX and PyTorch through ``keras.ops``.
+Runs on TensorFlow, JAX and PyTorch through `keras.ops`.
 """
 
 from keras_mlstm import layers

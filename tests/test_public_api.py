@@ -1,7 +1,10 @@
 """The public API: exported, registered for Keras serialization, documented
 in the house style, and its docstring examples run."""
 
+import ast
 import doctest
+import inspect
+import re
 import types
 
 import keras
@@ -47,3 +50,58 @@ def test_docstring_examples_run(name):
     for test in tests:
         runner.run(test)
     assert runner.failures == 0
+
+
+def _arguments(doc):
+    """`name -> description` of the `Args:` section of a docstring (one
+    entry per argument, continuation lines indented deeper)."""
+    lines = doc.split("Args:\n", 1)[1].splitlines()
+    indent = len(lines[0]) - len(lines[0].lstrip())
+    entries, name = {}, None
+    for line in lines:
+        if not line.strip():
+            if entries:
+                break
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth < indent:
+            break
+        if depth == indent:
+            name, _, text = line.strip().partition(":")
+            entries[name] = text
+        else:
+            entries[name] += " " + line.strip()
+    return entries
+
+
+DEFAULT = re.compile(r"Defaults to `([^`]*)`")
+
+
+def _documented():
+    """`(name, object)` of every public name, the KerasHub classes
+    included where KerasHub is installed."""
+    objects = [(name, getattr(keras_mlstm, name)) for name in PUBLIC]
+    try:
+        from keras_mlstm.models import hub
+    except ImportError:
+        return objects
+    return objects + [(name, getattr(hub, name)) for name in hub.__all__]
+
+
+@pytest.mark.parametrize(("name", "obj"), _documented())
+def test_every_argument_states_its_default(name, obj):
+    """Keras's convention: each argument with a default says "Defaults to
+    `value`." with the signature's own value."""
+    if isinstance(obj, type) and "__init__" not in vars(obj):
+        pytest.skip("the arguments are the parent class's (**kwargs)")
+    function = obj.__init__ if isinstance(obj, type) else obj
+    entries = _arguments(obj.__doc__)
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.default is inspect.Parameter.empty:
+            continue
+        assert parameter.name in entries, f"{name}: {parameter.name}"
+        text = " ".join(entries[parameter.name].split())
+        stated = DEFAULT.search(text)
+        assert stated, f"{name}: {parameter.name}: {text!r}"
+        value = ast.literal_eval(stated.group(1))
+        assert value == parameter.default, f"{name}: {parameter.name}"

@@ -1,18 +1,18 @@
 """Benchmarks of keras_mlstm on the current Keras backend, CPU or GPU.
 
-Run ``python -m keras_mlstm.benchmark --help``; method, shapes and results
-are in ``docs/benchmarks.md``. The package follows the layout of Keras's
-own ``benchmarks/`` folder:
+Run `python -m keras_mlstm.benchmark --help`; method, shapes and results
+are in `docs/benchmarks.md`. The package follows the layout of Keras's
+own `benchmarks/` folder:
 
-- ``timing.py``: the shared timing core (compiled gradients, interleaved
+- `timing.py`: the shared timing core (compiled gradients, interleaved
   medians with the first call apart, Keras training steps, random inputs);
 - one module per family of measurements, each a suite (or two) of the
-  command line: ``ops.py`` (``ops``, ``peer``), ``layer.py``,
-  ``everyday.py``, ``lm.py``, ``official.py``, ``decode.py``,
-  ``flops.py``, ``step.py``, ``memory.py``;
-- ``report.py``: console lines, Markdown tables and the plot, read from
+  command line: `ops.py` (`ops`, `peer`), `layer.py`,
+  `everyday.py`, `lm.py`, `official.py`, `decode.py`,
+  `flops.py`, `step.py`, `memory.py`;
+- `report.py`: console lines, Markdown tables and the plot, read from
   the rows the suites measured;
-- ``cli.py``: the options, the ``SUITES`` registry and ``main``.
+- `cli.py`: the options, the `SUITES` registry and `main`.
 """
 
 from keras_mlstm.benchmark.cli import SUITES

@@ -1,4 +1,4 @@
-"""``python -m keras_mlstm.benchmark``: see ``keras_mlstm.benchmark.cli``."""
+"""`python -m keras_mlstm.benchmark`: see `keras_mlstm.benchmark.cli`."""
 
 from keras_mlstm.benchmark.cli import main
 

@@ -1,12 +1,12 @@
-"""The command line, ``python -m keras_mlstm.benchmark``: the general
-options (each suite's own are in its module), the ``SUITES`` registry and
-``main``, which runs the chosen suites through it, prints a line per
+"""The command line, `python -m keras_mlstm.benchmark`: the general
+options (each suite's own are in its module), the `SUITES` registry and
+`main`, which runs the chosen suites through it, prints a line per
 measured row and the Markdown tables, and writes the JSON report.
 
-A suite module provides ``HELP`` (its suite names, one help line each),
-``add_arguments(parser)``, ``run(args)`` (yields one row, a dict with a
-``"suite"`` key and the shapes it measured, per measurement), and
-``title(row)`` and ``COLUMNS`` for the report (``report.py``).
+A suite module provides `HELP` (its suite names, one help line each),
+`add_arguments(parser)`, `run(args)` (yields one row, a dict with a
+`"suite"` key and the shapes it measured, per measurement), and
+`title(row)` and `COLUMNS` for the report (`report.py`).
 """
 
 import argparse
@@ -30,7 +30,7 @@ from keras_mlstm.benchmark import step
 from keras_mlstm.benchmark.options import add_int
 from keras_mlstm.benchmark.timing import BACKEND
 
-# The order suites run in; ``ops`` serves two suites (``ops``, ``peer``).
+# The order suites run in; `ops` serves two suites (`ops`, `peer`).
 MODULES = (ops, layer, decode, flops, step, memory, everyday, lm, official)
 SUITES = {name: module for module in MODULES for name in module.HELP}
 # Suites that need an optional package: why it cannot be imported, or None.

@@ -1,5 +1,5 @@
-"""The ``decode`` suite: per-token latency of step-by-step generation
-through a stack of ``MLSTM`` layers after prefilling contexts of growing
+"""The `decode` suite: per-token latency of step-by-step generation
+through a stack of `MLSTM` layers after prefilling contexts of growing
 length (chunkwise form), the state carried from step to step. The state
 is O(1), so the latency must stay flat as the context grows.
 """
@@ -54,7 +54,7 @@ def add_arguments(parser):
 
 def run(args):
     """Per context: the prefill's seconds, then the median per-token
-    latency of ``--decode-steps`` steps (compiled where the backend
+    latency of `--decode-steps` steps (compiled where the backend
     compiles) and its ratio to the first (shortest) context's."""
     rng = np.random.default_rng(0)
     units = args.decode_units

@@ -1,12 +1,12 @@
-"""The ``everyday`` suite: the training step (forward, backward, Adam
-update) of ``Input((T, D)) -> layer -> Dense(D)`` at everyday widths and
-lengths, for ``MLSTM(D)``, ``MLSTMBlock(num_heads=4)``,
-``keras.layers.LSTM(D)``, ``keras.layers.GRU(D)`` and causal
-``keras.layers.MultiHeadAttention`` (4 heads of ``D / 4``), interleaved
-call by call on the same batch. It is ``train_on_batch`` after Keras's
-default ``compile``, so each backend runs as its users get it: XLA on
-JAX, a ``tf.function`` on TensorFlow (XLA on accelerators only), eager on
-PyTorch; each row records ``jit_compile`` as Keras resolved it.
+"""The `everyday` suite: the training step (forward, backward, Adam
+update) of `Input((T, D)) -> layer -> Dense(D)` at everyday widths and
+lengths, for `MLSTM(D)`, `MLSTMBlock(num_heads=4)`,
+`keras.layers.LSTM(D)`, `keras.layers.GRU(D)` and causal
+`keras.layers.MultiHeadAttention` (4 heads of `D / 4`), interleaved
+call by call on the same batch. It is `train_on_batch` after Keras's
+default `compile`, so each backend runs as its users get it: XLA on
+JAX, a `tf.function` on TensorFlow (XLA on accelerators only), eager on
+PyTorch; each row records `jit_compile` as Keras resolved it.
 
 One row per contestant, width and length: milliseconds per step, tokens
 per second, the first call (compilation and the first step) and tokens

@@ -1,5 +1,5 @@
-"""The ``flops`` suite: the achieved FLOP rate of an ``MLSTM`` training
-step (FLOPs counted analytically, see ``training_step_flops``) against the
+"""The `flops` suite: the achieved FLOP rate of an `MLSTM` training
+step (FLOPs counted analytically, see `training_step_flops`) against the
 machine's float32 matrix-multiply rate, measured in the same run.
 """
 

@@ -1,10 +1,10 @@
-"""The ``layer`` suite: a training step (forward, backward, Adam) of
-``MLSTM(units)``, ``keras.layers.LSTM(units)`` and a causal
-``keras.layers.MultiHeadAttention`` of the same width, each followed by
-``Dense(units)``, on the same data, in tokens per second.
+"""The `layer` suite: a training step (forward, backward, Adam) of
+`MLSTM(units)`, `keras.layers.LSTM(units)` and a causal
+`keras.layers.MultiHeadAttention` of the same width, each followed by
+`Dense(units)`, on the same data, in tokens per second.
 
-``sequence_model`` builds these one-layer models for the other suites that
-time training steps (``everyday``, ``flops``, ``memory``).
+`sequence_model` builds these one-layer models for the other suites that
+time training steps (`everyday`, `flops`, `memory`).
 """
 
 import keras
@@ -40,16 +40,16 @@ def add_arguments(parser):
 
 
 def causal_attention(width):
-    """Causal self-attention of ``width`` features (4 heads of
-    ``width / 4`` where 4 divides it, else one head), as a function of a
-    ``(B, T, width)`` tensor."""
+    """Causal self-attention of `width` features (4 heads of
+    `width / 4` where 4 divides it, else one head), as a function of a
+    `(B, T, width)` tensor."""
     heads = 4 if width % 4 == 0 else 1
     layer = keras.layers.MultiHeadAttention(heads, width // heads)
     return lambda x: layer(x, x, use_causal_mask=True)
 
 
-# Each contestant as a function of the width to a ``(B, T, width) ->
-# (B, T, width)`` layer.
+# Each contestant as a function of the width to a `(B, T, width) ->
+# (B, T, width)` layer.
 SEQUENCE_LAYERS = {
     "MLSTM": lambda width: MLSTM(width, return_sequences=True),
     "MLSTMBlock": lambda width: MLSTMBlock(num_heads=4),
@@ -60,8 +60,8 @@ SEQUENCE_LAYERS = {
 
 
 def sequence_model(kind, width, length, jit_compile=JIT_COMPILE):
-    """``Input((length, width)) -> kind -> Dense(width)``, compiled for
-    training (Adam, MSE, ``jit_compile``: see ``compile_for_training``)."""
+    """`Input((length, width)) -> kind -> Dense(width)`, compiled for
+    training (Adam, MSE, `jit_compile`: see `compile_for_training`)."""
     inputs = keras.Input((length, width))
     x = SEQUENCE_LAYERS[kind](width)(inputs)
     model = keras.Model(inputs, keras.layers.Dense(width)(x))
@@ -71,9 +71,9 @@ def sequence_model(kind, width, length, jit_compile=JIT_COMPILE):
 def time_sequence_models(
     kinds, width, length, batch, repeats, jit_compile=JIT_COMPILE
 ):
-    """The training step of ``sequence_model(kind, width, length,
-    jit_compile)`` for each of ``kinds``, on the same batch, interleaved
-    (``time_training``)."""
+    """The training step of `sequence_model(kind, width, length,
+    jit_compile)` for each of `kinds`, on the same batch, interleaved
+    (`time_training`)."""
     x, y = random_sequences(batch, length, width)
     models = {
         kind: sequence_model(kind, width, length, jit_compile) for kind in kinds

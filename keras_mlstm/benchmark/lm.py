@@ -1,21 +1,21 @@
-"""The ``lm`` suite: three language models of about equal parameter count
+"""The `lm` suite: three language models of about equal parameter count
 trained step by step (Adam, cross-entropy of the next token), interleaved
 on the same token batches:
 
-- ``mLSTM``: ``Embedding -> MLSTMStack(--lm-blocks, num_heads=4) ->
-  Dense(vocabulary)``;
-- ``LSTM``: ``Embedding -> 2 x LSTM -> Dense(vocabulary)``;
-- ``Transformer``: ``Embedding`` + learned position embedding, then
-  ``--lm-blocks`` pre-norm blocks of causal ``MultiHeadAttention`` (4
+- `mLSTM`: `Embedding -> MLSTMStack(--lm-blocks, num_heads=4) ->
+  Dense(vocabulary)`;
+- `LSTM`: `Embedding -> 2 x LSTM -> Dense(vocabulary)`;
+- `Transformer`: `Embedding` + learned position embedding, then
+  `--lm-blocks` pre-norm blocks of causal `MultiHeadAttention` (4
   heads) and a GELU feed-forward network 4x wide, a final
-  ``LayerNormalization`` and ``Dense(vocabulary)``.
+  `LayerNormalization` and `Dense(vocabulary)`.
 
 Each model's width is searched (multiples of 4) for the parameter count
-nearest ``--lm-params``; the Transformer's position table covers the
-longest of ``--lm-lengths``, so each model has one size at every length.
+nearest `--lm-params`; the Transformer's position table covers the
+longest of `--lm-lengths`, so each model has one size at every length.
 At each length the models are built afresh and trained with
-``train_on_batch`` after Keras's default ``compile`` (XLA on JAX, a
-``tf.function`` on TensorFlow, XLA on accelerators only, eager on
+`train_on_batch` after Keras's default `compile` (XLA on JAX, a
+`tf.function` on TensorFlow, XLA on accelerators only, eager on
 PyTorch), so the first call is their compilation and first step at that
 length.
 
@@ -71,8 +71,8 @@ def add_arguments(parser):
 
 
 class PositionEmbedding(keras.layers.Layer):
-    """Adds a learned vector per position (up to ``max_length``) to
-    ``(B, T, D)`` inputs."""
+    """Adds a learned vector per position (up to `max_length`) to
+    `(B, T, D)` inputs."""
 
     def __init__(self, max_length, **kwargs):
         super().__init__(**kwargs)
@@ -136,10 +136,10 @@ MODELS = {
 
 
 def width_for(build, target):
-    """The multiple of ``WIDTH_STEP`` at which ``build(width)`` has the
-    parameter count nearest ``target``. The count grows about as the
+    """The multiple of `WIDTH_STEP` at which `build(width)` has the
+    parameter count nearest `target`. The count grows about as the
     square of the width, so each guess scales the last one by the square
-    root of ``target / count`` until a guess comes back; then the nearer
+    root of `target / count` until a guess comes back; then the nearer
     of it and its neighbour on the target's side. Each guess builds a
     model (on JAX, new shapes compile), so few guesses matter."""
 

@@ -1,6 +1,6 @@
-"""The ``memory`` suite: peak memory of an ``MLSTM`` training step against
-the sequence length, each length in a fresh process (``python -m
-keras_mlstm.benchmark --memory-probe T``), so that earlier lengths'
+"""The `memory` suite: peak memory of an `MLSTM` training step against
+the sequence length, each length in a fresh process (`python -m
+keras_mlstm.benchmark --memory-probe T`), so that earlier lengths'
 allocations and compilations do not mask the peak.
 
 On the CPU: the peak resident set size above the resident size just before
@@ -45,8 +45,8 @@ def add_arguments(parser):
 
 
 def _proc_status_bytes(field):
-    """``VmRSS`` or ``VmHWM`` (peak RSS) of this process in bytes, or None
-    where ``/proc`` is missing (not Linux)."""
+    """`VmRSS` or `VmHWM` (peak RSS) of this process in bytes, or None
+    where `/proc` is missing (not Linux)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -102,8 +102,8 @@ def peak_bytes(measure):
 
 
 def measure_step_memory(args, length):
-    """Peak memory of one ``MLSTM`` training step at sequence length
-    ``length``, measured in this process (run it in a fresh one)."""
+    """Peak memory of one `MLSTM` training step at sequence length
+    `length`, measured in this process (run it in a fresh one)."""
     units, batch = args.units, args.layer_batch
     x, y = random_sequences(batch, length, units)
     model = sequence_model("MLSTM", units, length)

@@ -1,11 +1,11 @@
-"""The ``official`` suite: forward+backward (gradients of the summed
-outputs with respect to the weights and the inputs) of our ``MLSTMBlock``
-against the official ``xlstm`` package's ``mLSTMBlock`` (PyTorch), the
-same model: ours is built from theirs by ``keras_mlstm.from_xlstm``, with
+"""The `official` suite: forward+backward (gradients of the summed
+outputs with respect to the weights and the inputs) of our `MLSTMBlock`
+against the official `xlstm` package's `mLSTMBlock` (PyTorch), the
+same model: ours is built from theirs by `keras_mlstm.from_xlstm`, with
 its weights. Both are timed in one process, interleaved call by call, and
 reported as ours / theirs. Ours is compiled where the backend compiles
-(the gradient of the block's ``stateless_call`` under ``jax.jit`` or
-``tf.function(jit_compile=True)``); theirs runs eagerly in PyTorch on the
+(the gradient of the block's `stateless_call` under `jax.jit` or
+`tf.function(jit_compile=True)`); theirs runs eagerly in PyTorch on the
 CPU beside any Keras backend. The row also records how far apart the two
 outputs are, relative to the largest official output.
 """
@@ -57,14 +57,14 @@ def add_arguments(parser):
 
 
 def xlstm_unavailable():
-    """Why the official ``xlstm`` blocks cannot be imported, with the
+    """Why the official `xlstm` blocks cannot be imported, with the
     command that installs them; None when they can."""
     return missing_package("xlstm.blocks.mlstm.block", XLSTM_PACKAGE)
 
 
 def official_block(dim, length, heads):
-    """An official ``mLSTMBlock`` of width ``dim`` for sequences up to
-    ``length``, its other settings the official defaults."""
+    """An official `mLSTMBlock` of width `dim` for sequences up to
+    `length`, its other settings the official defaults."""
     import torch
     from xlstm.blocks.mlstm.block import mLSTMBlock
     from xlstm.blocks.mlstm.block import mLSTMBlockConfig

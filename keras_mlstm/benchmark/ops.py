@@ -1,8 +1,8 @@
-"""The ``ops`` and ``peer`` suites: each form of ``keras_mlstm.ops.mlstm``,
+"""The `ops` and `peer` suites: each form of `keras_mlstm.ops.mlstm`,
 forward and forward+backward, over sequence lengths (parallel up to
-``--parallel-max``, recurrent up to ``--recurrent-max``); with ``peer``,
-the same shapes through the official ``mlstm_kernels`` pure-PyTorch
-kernels (``chunkwise--native_autograd``, ``parallel--native_autograd``)
+`--parallel-max`, recurrent up to `--recurrent-max`); with `peer`,
+the same shapes through the official `mlstm_kernels` pure-PyTorch
+kernels (`chunkwise--native_autograd`, `parallel--native_autograd`)
 in the same process, interleaved call by call with ours, reported as ours
 / theirs. The official kernels run in PyTorch on the CPU beside any Keras
 backend.
@@ -73,7 +73,7 @@ def add_arguments(parser):
 
 
 def kernels_unavailable():
-    """Why the official PyTorch kernels (``mlstm_kernels.torch``) cannot be
+    """Why the official PyTorch kernels (`mlstm_kernels.torch`) cannot be
     imported, with the command that installs them; None when they can."""
     return missing_package("mlstm_kernels.torch.recurrent", OFFICIAL_PACKAGE)
 
@@ -89,7 +89,7 @@ def ours(form, chunk_size):
 
 
 def official(name, chunk_size):
-    """The official PyTorch kernel ``name`` as ``(forward, gradient)``
+    """The official PyTorch kernel `name` as `(forward, gradient)`
     functions of torch tensors. It runs beside any Keras backend, on the
     CPU."""
     import torch
@@ -120,8 +120,8 @@ def _forms(length, args):
 
 
 def run(args):
-    """One row per length and form; a ``peer`` row where the official
-    kernel ran too (chunkwise and parallel, when ``peer`` is chosen and T
+    """One row per length and form; a `peer` row where the official
+    kernel ran too (chunkwise and parallel, when `peer` is chosen and T
     is a multiple of the chunk size, which the official kernels need)."""
     with_peer = "peer" in args.suite
     for length in args.lengths:

@@ -9,7 +9,7 @@ from keras_mlstm.ops.common import positive_int
 
 
 def int_at_least(minimum):
-    """An argparse ``type`` reading an int >= ``minimum``; argparse names
+    """An argparse `type` reading an int >= `minimum`; argparse names
     the option in the message when it is not one."""
 
     def parse(text):
@@ -27,8 +27,8 @@ positive = int_at_least(1)
 
 
 def add_int(parser, flag, default, help, metavar=None, minimum=1):
-    """Add the option ``flag``, an int >= ``minimum``, or a list of them
-    where ``default`` is a list."""
+    """Add the option `flag`, an int >= `minimum`, or a list of them
+    where `default` is a list."""
     parser.add_argument(
         flag,
         type=int_at_least(minimum),
@@ -40,7 +40,7 @@ def add_int(parser, flag, default, help, metavar=None, minimum=1):
 
 
 def missing_package(module, pin):
-    """Why ``module`` of the official package ``pin`` (``name==version``)
+    """Why `module` of the official package `pin` (`name==version`)
     cannot be imported, with the command that installs it; None when it
     can."""
     try:

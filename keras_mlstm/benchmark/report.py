@@ -1,11 +1,11 @@
 """Console lines, Markdown tables and the plot, all read from the measured
 rows.
 
-Each suite module declares ``title(row)``, the settings its rows share
-(rows of one module with one title make one table), and ``COLUMNS``: per
+Each suite module declares `title(row)`, the settings its rows share
+(rows of one module with one title make one table), and `COLUMNS`: per
 column a header, where the value lies in the row (a dotted key path, or a
-function of the row) and how to print it (a key of ``FORMATS``; a missing
-value prints as ``-``). Nothing here repeats a shape: titles and axes come
+function of the row) and how to print it (a key of `FORMATS`; a missing
+value prints as `-`). Nothing here repeats a shape: titles and axes come
 from the rows.
 """
 
@@ -37,7 +37,7 @@ FORMATS = {
 
 
 def cell(row, column):
-    """One column of ``row`` as text."""
+    """One column of `row` as text."""
     _, where, style = column
     if callable(where):
         value = where(row)
@@ -57,8 +57,8 @@ def describe(row, module):
 
 
 def markdown(report, suites):
-    """The rows of ``report`` as Markdown tables, one per suite module and
-    title, each row led by the backend; ``suites`` maps a row's ``suite``
+    """The rows of `report` as Markdown tables, one per suite module and
+    title, each row led by the backend; `suites` maps a row's `suite`
     to its module."""
     backend = BACKEND_NAMES.get(report["backend"], report["backend"])
     tables = {}
@@ -113,7 +113,7 @@ def plot_titles(reports):
 def plot(reports, path):
     """Draw chunkwise forward+backward time and training-step peak memory
     against T from benchmark reports (dicts as written to JSON) of any
-    backends, and save the figure to ``path``."""
+    backends, and save the figure to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,17 +1,17 @@
-"""The ``step`` suite: the per-token cost of the recurrent step,
-``keras_mlstm.ops.mlstm_step``, against the official native step kernel
-(``mlstm_kernels``, PyTorch, eager), interleaved, two ways:
+"""The `step` suite: the per-token cost of the recurrent step,
+`keras_mlstm.ops.mlstm_step`, against the official native step kernel
+(`mlstm_kernels`, PyTorch, eager), interleaved, two ways:
 
-- ``call``: one step per call, as a generation loop calls it; includes
+- `call`: one step per call, as a generation loop calls it; includes
   the framework's per-call dispatch (for a compiled TensorFlow function
   about 0.3 ms on a CPU whatever it computes).
-- ``loop``: ``--step-tokens`` steps in one call (our recurrent form,
+- `loop`: `--step-tokens` steps in one call (our recurrent form,
   compiled where the backend compiles; the official
-  ``native_sequence__native``, which loops its native step), divided by
+  `native_sequence__native`, which loops its native step), divided by
   the number of tokens.
 
-Without ``mlstm_kernels`` it times ours only, and says so on stderr and in
-the row (``official_unavailable``).
+Without `mlstm_kernels` it times ours only, and says so on stderr and in
+the row (`official_unavailable`).
 """
 
 import sys

@@ -1,8 +1,8 @@
 """The timing core that every suite shares.
 
-Functions are compiled where the backend compiles (``jax.jit``,
-``tf.function(jit_compile=True)``, Keras models with ``jit_compile=True``);
-PyTorch runs eagerly, as its users run it. ``time_interleaved`` keeps each
+Functions are compiled where the backend compiles (`jax.jit`,
+`tf.function(jit_compile=True)`, Keras models with `jit_compile=True`);
+PyTorch runs eagerly, as its users run it. `time_interleaved` keeps each
 contestant's first call (compilation, warm-up) apart, then calls the
 contestants in turn, round after round, and reports each one's median, so
 that drift on a shared machine affects them alike.
@@ -15,13 +15,13 @@ import keras
 import numpy as np
 
 BACKEND = keras.backend.backend()
-# ``jit_compile`` of the Keras models of the ``layer``, ``flops`` and
-# ``memory`` suites: XLA on JAX and TensorFlow, eager on PyTorch.
+# `jit_compile` of the Keras models of the `layer`, `flops` and
+# `memory` suites: XLA on JAX and TensorFlow, eager on PyTorch.
 JIT_COMPILE = BACKEND != "torch"
 
 
 def block_until_ready(value):
-    """Wait for the device to finish computing ``value``."""
+    """Wait for the device to finish computing `value`."""
     if BACKEND == "jax":
         import jax
 
@@ -39,7 +39,7 @@ def block_until_ready(value):
 
 
 def compile_gradient(loss):
-    """A function returning the gradients of the scalar ``loss`` with
+    """A function returning the gradients of the scalar `loss` with
     respect to all its arguments (tensors, or lists of tensors), compiled
     where the backend compiles."""
     if BACKEND == "jax":
@@ -68,7 +68,7 @@ def compile_gradient(loss):
 
 
 def time_interleaved(contestants, repeats):
-    """Median seconds per call of each ``name -> thunk``, interleaved, and
+    """Median seconds per call of each `name -> thunk`, interleaved, and
     the seconds of its first call."""
     first = {}
     for name, thunk in contestants.items():
@@ -88,8 +88,8 @@ def time_interleaved(contestants, repeats):
 
 
 def ratios(result, kinds, key="median_s"):
-    """``ratio_<kind>``: ours over the official contestant's ``key``, for
-    contestants named ``ours_<kind>`` and ``official_<kind>``."""
+    """`ratio_<kind>`: ours over the official contestant's `key`, for
+    contestants named `ours_<kind>` and `official_<kind>`."""
     return {
         f"ratio_{kind}": result[f"ours_{kind}"][key]
         / result[f"official_{kind}"][key]
@@ -102,19 +102,19 @@ def call_with(fn, inputs):
 
 
 def compile_for_training(model, loss="mse", jit_compile=JIT_COMPILE):
-    """``model`` compiled with Adam and ``loss``; by default its training
-    step with XLA on JAX and TensorFlow, eager on PyTorch. ``jit_compile=
-    "auto"`` compiles it as Keras does by default (XLA on JAX; on
+    """`model` compiled with Adam and `loss`; by default its training
+    step with XLA on JAX and TensorFlow, eager on PyTorch. `jit_compile=
+    "auto"` compiles it as Keras does by default (XLA on JAX; on
     TensorFlow, XLA on accelerators only; eager on PyTorch)."""
     model.compile(optimizer="adam", loss=loss, jit_compile=jit_compile)
     return model
 
 
 def time_training(models, inputs, targets, repeats):
-    """``train_on_batch(inputs, targets)`` of each ``name -> compiled
-    model``, interleaved: ``first_call_s`` (compilation and the first
-    step), then the median ``median_s`` and ``tokens_per_s`` (``inputs``
-    is ``(B, T, ...)``), and the model's ``params`` and ``jit_compile``
+    """`train_on_batch(inputs, targets)` of each `name -> compiled
+    model`, interleaved: `first_call_s` (compilation and the first
+    step), then the median `median_s` and `tokens_per_s` (`inputs`
+    is `(B, T, ...)`), and the model's `params` and `jit_compile`
     (as Keras resolved it)."""
     result = time_interleaved(
         {
@@ -132,8 +132,8 @@ def time_training(models, inputs, targets, repeats):
 
 
 def random_arrays(batch, heads, length, dim, seed=0):
-    """Inputs of ``keras_mlstm.ops.mlstm``: q, k, v ``(B, NH, T, D)``,
-    input and forget gate pre-activations ``(B, NH, T)`` (forget gates
+    """Inputs of `keras_mlstm.ops.mlstm`: q, k, v `(B, NH, T, D)`,
+    input and forget gate pre-activations `(B, NH, T)` (forget gates
     near 1), float32 NumPy."""
     rng = np.random.default_rng(seed)
     arrays = [rng.normal(size=(batch, heads, length, dim)) for _ in range(3)]
@@ -145,7 +145,7 @@ def random_arrays(batch, heads, length, dim, seed=0):
 
 
 def random_sequences(batch, length, features, seed=0):
-    """Inputs and targets ``(B, T, features)`` for a training step,
+    """Inputs and targets `(B, T, features)` for a training step,
     float32 NumPy."""
     rng = np.random.default_rng(seed)
     return tuple(

@@ -1,5 +1,5 @@
 """Pieces the layers share: input checks, head reshapes, and the plumbing
-of a recurrent block (its state, ``return_state``, symbolic outputs)."""
+of a recurrent block (its state, `return_state`, symbolic outputs)."""
 
 import keras
 from keras import ops
@@ -13,7 +13,7 @@ from keras_mlstm.ops.common import static_shape
 
 
 def check_sequence_inputs(name, inputs, features):
-    """Raise ValueError unless ``inputs`` is ``(B, T >= 1, features)``;
+    """Raise ValueError unless `inputs` is `(B, T >= 1, features)`;
     return its static shape."""
     shape = static_shape(inputs)
     if len(shape) != 3:
@@ -35,7 +35,7 @@ def check_sequence_inputs(name, inputs, features):
 
 
 def known_features(name, input_shape):
-    """The last axis of ``input_shape``, which must be known to build."""
+    """The last axis of `input_shape`, which must be known to build."""
     features = input_shape[-1]
     if features is None:
         raise ValueError(
@@ -46,7 +46,7 @@ def known_features(name, input_shape):
 
 
 def check_mask(mask, shape):
-    """Raise ValueError unless ``mask`` is None or ``(B, T)`` of ``shape``."""
+    """Raise ValueError unless `mask` is None or `(B, T)` of `shape`."""
     if mask is None:
         return
     mask_shape = static_shape(mask)
@@ -105,7 +105,7 @@ def select_steps(x, mask):
 
 
 def to_heads(x, num_heads):
-    """``(B, T, W)`` -> ``(B, NH, T, W / NH)``."""
+    """`(B, T, W)` -> `(B, NH, T, W / NH)`."""
     shape = ops.shape(x)
     # The static head size, not -1: with a traced batch size TensorFlow
     # cannot infer a -1 axis statically, and later code needs it.
@@ -115,17 +115,17 @@ def to_heads(x, num_heads):
 
 
 def from_heads(h, like):
-    """``(B, NH, T, DH)`` -> the shape of ``like``, ``(B, T, NH * DH)``."""
+    """`(B, NH, T, DH)` -> the shape of `like`, `(B, T, NH * DH)`."""
     return ops.reshape(ops.transpose(h, (0, 2, 1, 3)), ops.shape(like))
 
 
 def head_gates(parts, input_kernel, input_bias, forget_kernel, forget_bias):
-    """The input and forget gate pre-activations, each ``(B, NH, T)``.
+    """The input and forget gate pre-activations, each `(B, NH, T)`.
 
-    The kernels ``(E, NH)`` read the concatenation of ``parts``, tensors
-    ``(B, T, E_j)`` with ``sum E_j = E``, in the dtype of ``parts``. Both
+    The kernels `(E, NH)` read the concatenation of `parts`, tensors
+    `(B, T, E_j)` with `sum E_j = E`, in the dtype of `parts`. Both
     gates come from one product per part with the two kernels side by side,
-    without materialising the concatenation: two ``(E, NH)`` products of a
+    without materialising the concatenation: two `(E, NH)` products of a
     concatenated input took several times as long (forward+backward on
     JAX, B=8, T=256, E=768: 12.4 ms against 2.3 ms, side by side).
     """
@@ -147,19 +147,19 @@ def head_gates(parts, input_kernel, input_bias, forget_kernel, forget_bias):
 
 
 class ReturnsState:
-    """Mixin: a ``return_state`` set at construction, overridable per call."""
+    """Mixin: a `return_state` set at construction, overridable per call."""
 
     def wants_state(self, return_state):
-        """The call's ``return_state``, or the constructor's for None."""
+        """The call's `return_state`, or the constructor's for None."""
         return self.return_state if return_state is None else return_state
 
 
 class RecurrentBlock(ReturnsState, keras.layers.Layer):
-    """Base of the blocks: a layer ``(B, T, D) -> (B, T, D)`` with a state.
+    """Base of the blocks: a layer `(B, T, D) -> (B, T, D)` with a state.
 
-    Subclasses call ``_set_common`` and define ``state_specs(batch)``, a
-    list of ``(name, shape, dtype)``, and ``get_initial_state``; this base
-    gives the per-call ``return_state`` override, the state checks and the
+    Subclasses call `_set_common` and define `state_specs(batch)`, a
+    list of `(name, shape, dtype)`, and `get_initial_state`; this base
+    gives the per-call `return_state` override, the state checks and the
     symbolic output shapes, specs and masks.
     """
 
@@ -190,11 +190,11 @@ class RecurrentBlock(ReturnsState, keras.layers.Layer):
         return None if self.seed is None else self.seed + offset
 
     def _projection(self, name, units, input_dim, stddev, offset):
-        """A built ``Projection`` (a ``Dense``), kernel normal(0, stddev).
+        """A built `Projection` (a `Dense`), kernel normal(0, stddev).
 
-        Projections are ``Dense`` layers, not raw weights, so that Keras'
-        ``enable_lora`` and ``quantize`` apply to them. The sublayer's name
-        makes its weights read ``{name}_kernel`` / ``{name}_bias`` in the
+        Projections are `Dense` layers, not raw weights, so that Keras'
+        `enable_lora` and `quantize` apply to them. The sublayer's name
+        makes its weights read `{name}_kernel` / `{name}_bias` in the
         block's variable paths.
         """
         layer = Projection(
@@ -210,8 +210,8 @@ class RecurrentBlock(ReturnsState, keras.layers.Layer):
         return layer
 
     def check_initial_state(self, initial_state, batch):
-        """Raise ValueError unless ``initial_state`` matches
-        ``state_specs(batch)`` in count, shapes and dtypes."""
+        """Raise ValueError unless `initial_state` matches
+        `state_specs(batch)` in count, shapes and dtypes."""
         specs = self.state_specs(batch)
         names = ", ".join(name for name, _, _ in specs)
         if not isinstance(initial_state, (list, tuple)) or len(

@@ -1,8 +1,8 @@
 """The xLSTM mLSTM residual block (Beck et al. 2024, figure 10), as in the
-official ``xlstm`` package's ``mLSTMBlock`` / ``mLSTMLayer``.
+official `xlstm` package's `mLSTMBlock` / `mLSTMLayer`.
 
 Notation: B batch, T time, D embedding width, I inner width
-(``proj_factor * D`` rounded up to a multiple of 64), NH heads,
+(`proj_factor * D` rounded up to a multiple of 64), NH heads,
 DH = I / NH, K causal convolution width.
 """
 
@@ -34,8 +34,8 @@ NORM_EPSILON = 1e-5
 
 
 def inner_width(embedding_dim, proj_factor, multiple_of=64):
-    """``proj_factor * embedding_dim`` rounded up to ``multiple_of``, as the
-    official ``UpProjConfigMixin``."""
+    """`proj_factor * embedding_dim` rounded up to `multiple_of`, as the
+    official `UpProjConfigMixin`."""
     return int(math.ceil(proj_factor * embedding_dim / multiple_of)) * (
         multiple_of
     )
@@ -45,60 +45,64 @@ def inner_width(embedding_dim, proj_factor, multiple_of=64):
 class MLSTMBlock(RecurrentBlock):
     """The mLSTM block of xLSTM: a pre-norm residual block around an mLSTM.
 
-    For inputs ``x`` of shape ``(B, T, D)`` it computes, as the official
-    ``xlstm`` package's ``mLSTMBlock``:
+    For inputs `x` of shape `(B, T, D)` it computes, as the official
+    `xlstm` package's `mLSTMBlock`:
 
-    - ``x_m, z = split(LayerNorm(x) W_up)`` (two halves of width I);
-    - ``x_c = silu(causal_depthwise_conv1d(x_m))`` (width K, with bias);
-    - ``q, k = headwise(x_c)``, ``v = headwise(x_m)``: block-diagonal
-      projections with blocks of ``qkv_proj_blocksize`` features;
-    - ``i~, f~ = [q, k, v] W_i + b_i, [q, k, v] W_f + b_f`` (one per head);
-    - ``h = group_norm(mlstm(q, k, v, i~, f~))`` (a layer norm per head);
-    - ``y = x + dropout(((h + skip * x_c) * silu(z)) W_down)``.
+    - `x_m, z = split(LayerNorm(x) W_up)` (two halves of width I);
+    - `x_c = silu(causal_depthwise_conv1d(x_m))` (width K, with bias);
+    - `q, k = headwise(x_c)`, `v = headwise(x_m)`: block-diagonal
+      projections with blocks of `qkv_proj_blocksize` features;
+    - `i~, f~ = [q, k, v] W_i + b_i, [q, k, v] W_f + b_f` (one per head);
+    - `h = group_norm(mlstm(q, k, v, i~, f~))` (a layer norm per head);
+    - `y = x + dropout(((h + skip * x_c) * silu(z)) W_down)`.
 
-    Norm scales are stored as offsets from 1 (``1 + w``, ``w`` initialised
+    Norm scales are stored as offsets from 1 (`1 + w`, `w` initialised
     to 0), as the official code. Initialisation as the official code: small
-    init (normal, std ``sqrt(2 / (5 D))``) for ``W_up`` and the q, k, v
-    blocks, Wang init (std ``2 / num_blocks / sqrt(D)``) for ``W_down``,
-    gate kernels 0, forget-gate biases ``linspace(3, 6)`` over heads,
+    init (normal, std `sqrt(2 / (5 D))`) for `W_up` and the q, k, v
+    blocks, Wang init (std `2 / num_blocks / sqrt(D)`) for `W_down`,
+    gate kernels 0, forget-gate biases `linspace(3, 6)` over heads,
     input-gate biases normal with std 0.1, skip 1, convolution as PyTorch's
-    ``Conv1d`` (uniform in ``+-1 / sqrt(K)``).
+    `Conv1d` (uniform in `+-1 / sqrt(K)`).
 
-    The block is recurrent: ``return_state=True`` also returns its state
-    ``[C, n, m, conv]`` (the mLSTM memory, float32, and the last ``K - 1``
-    convolution inputs), which ``initial_state`` takes back, so a sequence
+    The block is recurrent: `return_state=True` also returns its state
+    `[C, n, m, conv]` (the mLSTM memory, float32, and the last `K - 1`
+    convolution inputs), which `initial_state` takes back, so a sequence
     fed in pieces (down to one step at a time, for generation) gives the
     outputs of one pass.
 
     Args:
-        num_heads: mLSTM heads; must divide the inner width I. Default 4.
-        proj_factor: up-projection factor; I = ``proj_factor * D`` rounded
-            up to a multiple of 64. Default 2.
-        conv_kernel_size: K, the causal convolution width (>= 1). Default 4.
+        num_heads: mLSTM heads; must divide the inner width I. Defaults to
+            `4`.
+        proj_factor: up-projection factor; I = `proj_factor * D` rounded
+            up to a multiple of 64. Defaults to `2.0`.
+        conv_kernel_size: K, the causal convolution width (>= 1).
+            Defaults to `4`.
         qkv_proj_blocksize: block size of the q, k, v projections; must
-            divide I. Default 4.
+            divide I. Defaults to `4`.
         use_bias: biases on the up, q, k, v and down projections (the
-            official default: False).
+            official default). Defaults to `False`.
         dropout: dropout rate on the block's output before the residual.
+            Defaults to `0.0`.
         num_blocks: number of blocks in the stack, for the Wang init of
-            ``W_down``. Default 1.
-        form: ``"auto"``, ``"parallel"``, ``"chunkwise"`` or
-            ``"recurrent"``: how the mLSTM is computed (same result).
+            `W_down`. Defaults to `1`.
+        form: `"auto"`, `"parallel"`, `"chunkwise"` or `"recurrent"`: how
+            the mLSTM is computed (same result). Defaults to `"auto"`.
         chunk_size: chunk length of the chunkwise form, an int or
             `"auto"`, the size measured fastest for the backend and head
-            size (see `keras_mlstm.ops.resolve_chunk_size`). Default
+            size (see `keras_mlstm.ops.resolve_chunk_size`). Defaults to
             `"auto"`.
-        return_state: also return the final state.
-        seed: int seed for the initialisers and dropout.
-        **kwargs: base layer arguments (``name``, ``dtype``...).
+        return_state: also return the final state. Defaults to `False`.
+        seed: int seed for the initialisers and dropout. Defaults to
+            `None`.
+        **kwargs: base layer arguments (`name`, `dtype`...).
 
     Call arguments:
-        inputs: ``(B, T, D)``.
-        initial_state: None (empty state) or ``[C, n, m, conv]`` with shapes
-            ``(B, NH, DH, DH)``, ``(B, NH, DH)``, ``(B, NH)`` (float32, or
-            float64 for a float64 layer) and ``(B, K - 1, I)`` (compute
+        inputs: `(B, T, D)`.
+        initial_state: None (empty state) or `[C, n, m, conv]` with shapes
+            `(B, NH, DH, DH)`, `(B, NH, DH)`, `(B, NH)` (float32, or
+            float64 for a float64 layer) and `(B, K - 1, I)` (compute
             dtype).
-        mask: optional bool ``(B, T)``; masked steps are identities: they
+        mask: optional bool `(B, T)`; masked steps are identities: they
             leave the mLSTM state and the convolution window unchanged (the
             convolution reads the unmasked steps only), output zeros, and
             whatever they hold (NaN included) reaches no output, state or
@@ -109,8 +113,8 @@ class MLSTMBlock(RecurrentBlock):
             call only.
 
     Returns:
-        ``(B, T, D)`` outputs, or with ``return_state=True`` the list
-        ``[outputs, C, n, m, conv]``.
+        `(B, T, D)` outputs, or with `return_state=True` the list
+        `[outputs, C, n, m, conv]`.
 
     Example:
 
@@ -123,7 +127,7 @@ class MLSTMBlock(RecurrentBlock):
     References:
         - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
           arXiv:2405.04517, appendix (mLSTM block).
-        - The official implementation, ``xlstm.blocks.mlstm``
+        - The official implementation, `xlstm.blocks.mlstm`
           (github.com/NX-AI/xlstm).
     """
 
@@ -271,7 +275,7 @@ class MLSTMBlock(RecurrentBlock):
             )
 
     def state_specs(self, batch):
-        """``(name, shape, dtype)`` of ``[C, n, m, conv]`` for ``batch``."""
+        """`(name, shape, dtype)` of `[C, n, m, conv]` for `batch`."""
         heads, size = self.num_heads, self.head_size
         dtype = state_dtype(self.compute_dtype)
         return [
@@ -286,10 +290,10 @@ class MLSTMBlock(RecurrentBlock):
         ]
 
     def get_initial_state(self, batch_size):
-        """The state before the first step, ``[C, n, m, conv]``: ``C = 0``,
-        ``n = 0``, the stabiliser of an empty memory ``m = -1e30``
-        (``-inf``, the official parallel form's convention) and a zero
-        convolution window of ``K - 1`` steps."""
+        """The state before the first step, `[C, n, m, conv]`: `C = 0`,
+        `n = 0`, the stabiliser of an empty memory `m = -1e30`
+        (`-inf`, the official parallel form's convention) and a zero
+        convolution window of `K - 1` steps."""
         specs = self.state_specs(batch_size)
         state = [ops.zeros(shape, dtype) for _, shape, dtype in specs]
         state[2] = ops.full(specs[2][1], NEG_LOG_WEIGHT, specs[2][2])
@@ -303,7 +307,7 @@ class MLSTMBlock(RecurrentBlock):
         training=None,
         return_state=None,
     ):
-        """See the class docstring; ``return_state`` (None: the
+        """See the class docstring; `return_state` (None: the
         constructor's) overrides the constructor's choice for one call."""
         return_state = self.wants_state(return_state)
         self._check_call(inputs, initial_state, mask)

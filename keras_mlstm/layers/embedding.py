@@ -8,21 +8,21 @@ from keras_mlstm.ops.common import linear
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class ReversibleEmbedding(keras.layers.Embedding):
-    """``keras.layers.Embedding`` whose matrix also serves as the output
+    """`keras.layers.Embedding` whose matrix also serves as the output
     projection of a language model (tied weights).
 
     Args:
         input_dim: vocabulary size.
         output_dim: embedding width.
-        **kwargs: the arguments of ``keras.layers.Embedding``.
+        **kwargs: the arguments of `keras.layers.Embedding`.
 
     Call arguments:
-        inputs: int token ids ``(B, T)``, or with ``reverse=True`` hidden
-            states ``(B, T, output_dim)``.
-        reverse: False (embed) or True (logits ``inputs @ embeddings^T``).
+        inputs: int token ids `(B, T)`, or with `reverse=True` hidden
+            states `(B, T, output_dim)`.
+        reverse: False (embed) or True (logits `inputs @ embeddings^T`).
 
     Returns:
-        ``(B, T, output_dim)`` embeddings, or ``(B, T, input_dim)`` logits.
+        `(B, T, output_dim)` embeddings, or `(B, T, input_dim)` logits.
 
     Example:
 

@@ -1,6 +1,6 @@
 """The xLSTM 7B block (Beck et al. 2025, arXiv:2503.13427), as the official
-``xlstm`` package's ``xlstm_large`` model (``mLSTMBlock`` of
-``xLSTMLarge``).
+`xlstm` package's `xlstm_large` model (`mLSTMBlock` of
+`xLSTMLarge`).
 
 Notation: B batch, T time, D embedding width, NH heads, QK = qk_dim_factor
 x D, V = v_dim_factor x D, F the feed-forward width.
@@ -32,8 +32,8 @@ from keras_mlstm.ops.resolver import mlstm
 
 
 def round_up(value, multiple):
-    """``value`` rounded up to a multiple of ``multiple`` (the official
-    ``round_up_to_next_multiple_of``)."""
+    """`value` rounded up to a multiple of `multiple` (the official
+    `round_up_to_next_multiple_of`)."""
     return int(((value + multiple - 1) // multiple) * multiple)
 
 
@@ -42,56 +42,59 @@ class MLSTMLargeBlock(RecurrentBlock):
     """The xLSTM 7B block: an mLSTM layer and a SwiGLU feed-forward, each
     in a pre-norm (RMSNorm) residual branch.
 
-    For inputs ``x`` of shape ``(B, T, D)``, as the official ``xlstm_large``
+    For inputs `x` of shape `(B, T, D)`, as the official `xlstm_large`
     code:
 
-    - ``u = RMSNorm(x)``; ``q, k = u W_q, u W_k`` (width QK = D / 2),
-      ``v = u W_v`` and the output gate ``o~ = u W_o`` (width V = D);
-    - ``i~, f~ = c tanh((u W_{i,f} + b_{i,f}) / c)``, soft-capped at
-      ``c = gate_soft_cap`` (15), one per head;
-    - ``h = per-head LayerNorm(mlstm(q, k, v, i~, f~))``;
-    - ``x = x + (sigmoid(o~) * h) W_out``;
-    - ``x = x + (silu(RMSNorm(x) W_gate) * (RMSNorm(x) W_up)) W_down``,
-      with F = ``ffn_proj_factor`` x D rounded up to a multiple of 64.
+    - `u = RMSNorm(x)`; `q, k = u W_q, u W_k` (width QK = D / 2),
+      `v = u W_v` and the output gate `o~ = u W_o` (width V = D);
+    - `i~, f~ = c tanh((u W_{i,f} + b_{i,f}) / c)`, soft-capped at
+      `c = gate_soft_cap` (15), one per head;
+    - `h = per-head LayerNorm(mlstm(q, k, v, i~, f~))`;
+    - `x = x + (sigmoid(o~) * h) W_out`;
+    - `x = x + (silu(RMSNorm(x) W_gate) * (RMSNorm(x) W_up)) W_down`,
+      with F = `ffn_proj_factor` x D rounded up to a multiple of 64.
 
     Norm weights multiply directly (ones at init). Initialisation: small
-    init (normal, std ``sqrt(2 / (5 D))``) for the q, k, v, output-gate and
+    init (normal, std `sqrt(2 / (5 D))`) for the q, k, v, output-gate and
     feed-forward input projections, Wang init (std
-    ``2 / num_blocks / sqrt(D)``) for ``W_out`` and ``W_down``, gate kernels
-    zero, forget-gate biases ``linspace(3, 6)`` over heads and input-gate
+    `2 / num_blocks / sqrt(D)`) for `W_out` and `W_down`, gate kernels
+    zero, forget-gate biases `linspace(3, 6)` over heads and input-gate
     biases -10 (the xLSTM 7B paper's choice, which keeps early input gates
     small).
 
     Args:
-        num_heads: mLSTM heads; must divide QK and V. Default 4.
-        qk_dim_factor: QK / D. Default 0.5.
-        v_dim_factor: V / D. Default 1.
-        ffn_proj_factor: F / D before rounding. Default 2.6667.
-        gate_soft_cap: soft cap of the gate pre-activations. Default 15.
-        norm_epsilon: epsilon of every norm. Default 1e-6.
-        use_bias: biases on projections and norms. Default False.
-        num_blocks: blocks in the stack, for the Wang init. Default 1.
-        form: how the mLSTM is computed (as ``keras_mlstm.ops.mlstm``).
+        num_heads: mLSTM heads; must divide QK and V. Defaults to `4`.
+        qk_dim_factor: QK / D. Defaults to `0.5`.
+        v_dim_factor: V / D. Defaults to `1.0`.
+        ffn_proj_factor: F / D before rounding. Defaults to `2.6667`.
+        gate_soft_cap: soft cap of the gate pre-activations. Defaults to
+            `15.0`.
+        norm_epsilon: epsilon of every norm. Defaults to `1e-6`.
+        use_bias: biases on projections and norms. Defaults to `False`.
+        num_blocks: blocks in the stack, for the Wang init. Defaults to `1`.
+        form: how the mLSTM is computed (as `keras_mlstm.ops.mlstm`).
+            Defaults to `"auto"`.
         chunk_size: chunk length of the chunkwise form, an int or
             `"auto"`, the size measured fastest for the backend and head
-            size (see `keras_mlstm.ops.resolve_chunk_size`). Default
+            size (see `keras_mlstm.ops.resolve_chunk_size`). Defaults to
             `"auto"`.
-        return_state: also return the mLSTM state ``[C, n, m]``.
-        seed: int seed for the initialisers.
+        return_state: also return the mLSTM state `[C, n, m]`. Defaults
+            to `False`.
+        seed: int seed for the initialisers. Defaults to `None`.
         **kwargs: base layer arguments.
 
     Call arguments:
-        inputs: ``(B, T, D)``.
-        initial_state: None (zeros) or ``[C, n, m]``, shapes
-            ``(B, NH, QK / NH, V / NH)``, ``(B, NH, QK / NH)``, ``(B, NH)``.
-        mask: optional bool ``(B, T)``: masked steps leave the state
+        inputs: `(B, T, D)`.
+        initial_state: None (zeros) or `[C, n, m]`, shapes
+            `(B, NH, QK / NH, V / NH)`, `(B, NH, QK / NH)`, `(B, NH)`.
+        mask: optional bool `(B, T)`: masked steps leave the state
             unchanged and output zeros; whatever they hold (NaN included)
             reaches no output, state or gradient.
         training: unused (no dropout), for Keras.
         return_state: None (the constructor's) or a bool for this call.
 
     Returns:
-        ``(B, T, D)``, or ``[outputs, C, n, m]`` with ``return_state``.
+        `(B, T, D)`, or `[outputs, C, n, m]` with `return_state`.
 
     Example:
 
@@ -103,7 +106,7 @@ class MLSTMLargeBlock(RecurrentBlock):
     References:
         - Beck et al., "xLSTM 7B: A Recurrent LLM for Fast and Efficient
           Inference", 2025, arXiv:2503.13427.
-        - The official implementation, ``xlstm.xlstm_large.model``.
+        - The official implementation, `xlstm.xlstm_large.model`.
     """
 
     def __init__(
@@ -225,7 +228,7 @@ class MLSTMLargeBlock(RecurrentBlock):
                 self.biases[name] = vector(f"{name}_bias", size, "zeros")
 
     def state_specs(self, batch):
-        """``(name, shape, dtype)`` of ``[C, n, m]`` for ``batch``."""
+        """`(name, shape, dtype)` of `[C, n, m]` for `batch`."""
         heads = self.num_heads
         dk, dv = self.qk_dim // heads, self.v_dim // heads
         dtype = state_dtype(self.compute_dtype)
@@ -313,7 +316,7 @@ class MLSTMLargeBlock(RecurrentBlock):
             self.check_initial_state(initial_state, shape[0])
 
     def get_initial_state(self, batch_size):
-        """The zero state ``[C, n, m]`` (``m = 0``, as ``mlstm_kernels``)."""
+        """The zero state `[C, n, m]` (`m = 0`, as `mlstm_kernels`)."""
         return [
             ops.zeros(shape, dtype)
             for _, shape, dtype in self.state_specs(batch_size)

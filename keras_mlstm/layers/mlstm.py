@@ -113,40 +113,40 @@ class MLSTM(keras.layers.Layer):
 
     Args:
         units: positive int, output width; split into `num_heads` heads.
-        num_heads: number of heads; must divide `units`. Defaults to the
-            largest of 4, 3, 2 that gives heads of at least 8 features,
-            else 1.
+        num_heads: number of heads; must divide `units`. Defaults to
+            `None`: the largest of 4, 3, 2 that gives heads of at least 8
+            features, else 1.
         activation: activation of the read-out before the output gate.
-            Defaults to None (the xLSTM paper). `"tanh"` with
+            Defaults to `None` (the xLSTM paper). `"tanh"` with
             `head_norm=False` gives the read-out
             `o * tanh(C q / max(|n q|, 1))` of the LSTM-style formulation.
         use_bias: whether the q, k, v and output-gate projection has a
             bias. The gates always have one: their biases set the initial
-            memory length. Defaults to True.
+            memory length. Defaults to `True`.
         kernel_initializer: initializer of that projection's kernel.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of its bias. Defaults to `"zeros"`.
         kernel_regularizer: applied to every kernel (gate kernels
-            included). Defaults to None.
+            included). Defaults to `None`.
         bias_regularizer: applied to every bias (gate biases included).
-            Defaults to None.
-        activity_regularizer: applied to the output. Defaults to None.
-        kernel_constraint: applied to every kernel. Defaults to None.
-        bias_constraint: applied to every bias. Defaults to None.
+            Defaults to `None`.
+        activity_regularizer: applied to the output. Defaults to `None`.
+        kernel_constraint: applied to every kernel. Defaults to `None`.
+        bias_constraint: applied to every bias. Defaults to `None`.
         dropout: fraction of the input features dropped in training, in
-            [0, 1) (one mask for all steps, as `LSTM`). Defaults to 0.
+            [0, 1) (one mask for all steps, as `LSTM`). Defaults to `0.0`.
         seed: int seed of the dropout and of the gate kernels' initializer.
-            Defaults to None.
+            Defaults to `None`.
         return_sequences: return the whole output sequence, not only the
-            last output. Defaults to False.
+            last output. Defaults to `False`.
         return_state: also return the final state `C, n, m`. Defaults to
-            False.
+            `False`.
         go_backwards: process the sequence backwards (and return the
-            reversed sequence, as `LSTM` does). Defaults to False.
+            reversed sequence, as `LSTM` does). Defaults to `False`.
         stateful: carry the final state of each batch into the next; needs
             a fixed batch size. As with `LSTM`, the carried state is not a
             weight (`get_weights` is unchanged) and is not saved. Defaults
-            to False.
+            to `False`.
         forget_gate_activation: `"sigmoid"` (the official xLSTM code) or
             `"exp"`. Defaults to `"sigmoid"`.
         form: `"auto"`, `"parallel"`, `"chunkwise"` or `"recurrent"`; all
@@ -158,11 +158,11 @@ class MLSTM(keras.layers.Layer):
             `keras_mlstm.ops.resolve_chunk_size`). Defaults to `"auto"`.
         head_norm: normalise each head's read-out (a layer norm over the
             head with a learnable scale, as the official layer does).
-            Defaults to True.
+            Defaults to `True`.
         zero_output_for_mask: whether masked steps output zeros (True) or
             repeat the last unmasked output (False, as `keras.layers.RNN`).
             `Bidirectional` sets it to `return_sequences`. Defaults to
-            False.
+            `False`.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...), and the
             `keras.layers.LSTM` arguments that have no meaning for the mLSTM
             (`recurrent_activation`, `recurrent_initializer`,

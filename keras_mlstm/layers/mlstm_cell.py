@@ -48,26 +48,26 @@ class MLSTMCell(keras.layers.Layer):
 
     Args:
         units: positive int, output width; split into `num_heads` heads.
-        num_heads: number of heads; must divide `units`. Defaults to the
-            largest of 4, 3, 2 that gives heads of at least 8 features,
-            else 1.
+        num_heads: number of heads; must divide `units`. Defaults to
+            `None`: the largest of 4, 3, 2 that gives heads of at least 8
+            features, else 1.
         activation: activation of the read-out before the output gate.
-            Defaults to None (the xLSTM paper).
+            Defaults to `None` (the xLSTM paper).
         use_bias: whether the q, k, v and output-gate projection has a bias.
-            The gates always have one. Defaults to True.
+            The gates always have one. Defaults to `True`.
         kernel_initializer: initializer of that projection's kernel.
             Defaults to `"glorot_uniform"`.
         bias_initializer: initializer of its bias. Defaults to `"zeros"`.
         kernel_regularizer: applied to every kernel (gates included).
-            Defaults to None.
-        bias_regularizer: applied to every bias. Defaults to None.
-        kernel_constraint: applied to every kernel. Defaults to None.
-        bias_constraint: applied to every bias. Defaults to None.
-        seed: int seed of the gate kernels' initializer. Defaults to None.
+            Defaults to `None`.
+        bias_regularizer: applied to every bias. Defaults to `None`.
+        kernel_constraint: applied to every kernel. Defaults to `None`.
+        bias_constraint: applied to every bias. Defaults to `None`.
+        seed: int seed of the gate kernels' initializer. Defaults to `None`.
         forget_gate_activation: `"sigmoid"` or `"exp"`. Defaults to
             `"sigmoid"` (the official xLSTM code).
         head_norm: normalise each head's read-out with a learnable scale.
-            Defaults to True.
+            Defaults to `True`.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:

@@ -1,5 +1,5 @@
-"""``Projection``: the blocks' linear projections, a ``keras.layers.Dense``
-so that Keras' ``enable_lora`` and ``quantize`` apply to them."""
+"""`Projection`: the blocks' linear projections, a `keras.layers.Dense`
+so that Keras' `enable_lora` and `quantize` apply to them."""
 
 import keras
 from keras import ops
@@ -8,14 +8,14 @@ from keras_mlstm.ops.common import linear
 
 
 class Projection(keras.layers.Dense):
-    """``keras.layers.Dense`` (no activation) computed with ``einsum``.
+    """`keras.layers.Dense` (no activation) computed with `einsum`.
 
-    ``Dense`` multiplies with ``ops.matmul``, which on PyTorch returns
-    float32 for float64 operands (Keras 3.15); ``linear`` keeps the
+    `Dense` multiplies with `ops.matmul`, which on PyTorch returns
+    float32 for float64 operands (Keras 3.15); `linear` keeps the
     operands' dtype, so a float64 block stays float64. Inputs of rank up
     to 9. Quantized kernels
-    (``quantize("int8")``) run Keras' own quantized call unchanged, and a
-    LoRA-enabled kernel enters through ``self.kernel`` as in ``Dense``.
+    (`quantize("int8")`) run Keras' own quantized call unchanged, and a
+    LoRA-enabled kernel enters through `self.kernel` as in `Dense`.
     """
 
     def quantize(self, mode=None, type_check=True, config=None):

@@ -1,4 +1,4 @@
-"""``SoftCap``: ``cap * tanh(x / cap)`` as a layer (the xLSTM 7B logits)."""
+"""`SoftCap`: `cap * tanh(x / cap)` as a layer (the xLSTM 7B logits)."""
 
 import keras
 
@@ -8,7 +8,7 @@ from keras_mlstm.ops.common import positive_number
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class SoftCap(keras.layers.Layer):
-    """Bound values smoothly to ``(-cap, cap)``: ``cap * tanh(x / cap)``.
+    """Bound values smoothly to `(-cap, cap)`: `cap * tanh(x / cap)`.
 
     Args:
         cap: a positive float.
@@ -18,14 +18,14 @@ class SoftCap(keras.layers.Layer):
         inputs: any float tensor.
 
     Returns:
-        A tensor of the shape and dtype of ``inputs``.
+        A tensor of the shape and dtype of `inputs`.
 
     Example:
 
     >>> import keras, numpy as np
     >>> y = SoftCap(30.0)(np.array([0.0, 300.0], "float32"))
-    >>> [round(float(v), 3) for v in keras.ops.convert_to_numpy(y)]
-    [0.0, 30.0]
+    >>> tuple(round(float(v), 3) for v in keras.ops.convert_to_numpy(y))
+    (0.0, 30.0)
 
     References:
         - Beck et al., "xLSTM 7B", 2025, arXiv:2503.13427 (logit soft cap

@@ -1,4 +1,4 @@
-"""``build_mlstm_model``: complete Keras models around an ``MLSTMStack``."""
+"""`build_mlstm_model`: complete Keras models around an `MLSTMStack`."""
 
 import keras
 from keras import ops
@@ -13,19 +13,19 @@ POOLINGS = ("last", "mean")
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class MaskedPooling(keras.layers.Layer):
-    """Pool ``(B, T, D)`` over time: the last unmasked step, or the mean of
+    """Pool `(B, T, D)` over time: the last unmasked step, or the mean of
     the unmasked steps.
 
     Args:
-        pooling: ``"last"`` or ``"mean"``.
+        pooling: `"last"` or `"mean"`. Defaults to `"last"`.
         **kwargs: base layer arguments.
 
     Call arguments:
-        inputs: ``(B, T, D)``.
-        mask: optional bool ``(B, T)``.
+        inputs: `(B, T, D)`.
+        mask: optional bool `(B, T)`.
 
     Returns:
-        ``(B, D)``; zeros for a fully masked sequence.
+        `(B, D)`; zeros for a fully masked sequence.
 
     Example:
 
@@ -103,35 +103,57 @@ def build_mlstm_model(
     seed=None,
     name=None,
 ):
-    """A functional ``keras.Model`` of mLSTM blocks for a common task,
-    ready for ``compile`` and ``fit``. Language models are KerasHub's
-    ``keras_mlstm.models.hub.XLSTMCausalLM`` (the ``hub`` extra).
+    """A functional `keras.Model` of mLSTM blocks for a common task,
+    ready for `compile` and `fit`. Language models are KerasHub's
+    `keras_mlstm.models.hub.XLSTMCausalLM` (the `hub` extra).
 
     Args:
-        task: ``"classification"`` (token ids or features to class logits
-            ``(B, num_classes)``, pooled over time) or ``"regression"``
-            (features ``(B, T, input_dim)`` to ``(B, T, output_dim)``,
+        task: `"classification"` (token ids or features to class logits
+            `(B, num_classes)`, pooled over time) or `"regression"`
+            (features `(B, T, input_dim)` to `(B, T, output_dim)`,
             sequence to sequence, e.g. time series).
-        vocab_size: vocabulary size, for token inputs.
-        input_dim: feature count, for feature inputs (``"regression"``, or
-            ``"classification"`` without ``vocab_size``).
-        output_dim: outputs per step, for ``"regression"``.
-        num_classes: for ``"classification"``.
-        embedding_dim: the model width D.
-        num_blocks, num_heads, proj_factor, conv_kernel_size,
-            qkv_proj_blocksize, dropout, form, chunk_size, block_variant,
-            use_bias, post_norm, qk_dim_factor, v_dim_factor,
-            ffn_proj_factor, gate_soft_cap: for the ``MLSTMStack``
-            (``block_variant="large"``: xLSTM 7B blocks).
-        pooling: classification: ``"last"`` (last unmasked step) or
-            ``"mean"``.
-        mask_zero: token inputs: id 0 is padding and is masked.
-        context_length: None (default: any length) or a fixed T.
-        seed: int seed for the initialisers.
-        name: the model's name.
+        vocab_size: vocabulary size, for token inputs. Defaults to `None`.
+        input_dim: feature count, for feature inputs (`"regression"`, or
+            `"classification"` without `vocab_size`). Defaults to `None`.
+        output_dim: outputs per step, for `"regression"`. Defaults to
+            `None`.
+        num_classes: for `"classification"`. Defaults to `None`.
+        embedding_dim: the model width D. Defaults to `128`.
+        num_blocks: blocks of the `MLSTMStack`. Defaults to `2`.
+        num_heads: heads per block. Defaults to `4`.
+        proj_factor: `"mlstm"` blocks: the up-projection factor. Defaults
+            to `2.0`.
+        conv_kernel_size: `"mlstm"` blocks: the causal convolution width.
+            Defaults to `4`.
+        qkv_proj_blocksize: `"mlstm"` blocks: block size of the q, k, v
+            projections. Defaults to `4`.
+        dropout: `"mlstm"` blocks: dropout rate at the end of every
+            block. Defaults to `0.0`.
+        pooling: classification: `"last"` (last unmasked step) or
+            `"mean"`. Defaults to `"last"`.
+        mask_zero: token inputs: id 0 is padding and is masked. Defaults
+            to `False`.
+        form: how the mLSTM is computed, as `keras_mlstm.ops.mlstm`.
+            Defaults to `"auto"`.
+        chunk_size: chunk length of the chunkwise form, an int or
+            `"auto"`. Defaults to `"auto"`.
+        context_length: None (any length) or a fixed T. Defaults to
+            `None`.
+        block_variant: `"mlstm"` (the xLSTM paper's block) or `"large"`
+            (the xLSTM 7B block). Defaults to `"mlstm"`.
+        use_bias: biases on the blocks' projections. Defaults to `False`.
+        post_norm: end the stack with a norm. Defaults to `True`.
+        qk_dim_factor: `"large"` blocks: QK / D. Defaults to `0.5`.
+        v_dim_factor: `"large"` blocks: V / D. Defaults to `1.0`.
+        ffn_proj_factor: `"large"` blocks: feed-forward width / D before
+            rounding. Defaults to `2.6667`.
+        gate_soft_cap: `"large"` blocks: soft cap of the gate
+            pre-activations. Defaults to `15.0`.
+        seed: int seed for the initialisers. Defaults to `None`.
+        name: the model's name. Defaults to `None`.
 
     Returns:
-        An uncompiled ``keras.Model``.
+        An uncompiled `keras.Model`.
 
     Raises:
         ValueError: for an unknown task or a missing or inapplicable size.

@@ -1,12 +1,12 @@
-"""Weight import from the official PyTorch ``xlstm`` package (PyPI
-``xlstm``, Apache-2.0): ``mLSTMBlock`` and ``xLSTMBlockStack`` made of
-mLSTM blocks, and the xLSTM 7B (``xlstm.xlstm_large``) block and block
+"""Weight import from the official PyTorch `xlstm` package (PyPI
+`xlstm`, Apache-2.0): `mLSTMBlock` and `xLSTMBlockStack` made of
+mLSTM blocks, and the xLSTM 7B (`xlstm.xlstm_large`) block and block
 stack. Its language models load into KerasHub
-(``keras_mlstm.models.hub.xlstm_converter``), which reuses the helpers
+(`keras_mlstm.models.hub.xlstm_converter`), which reuses the helpers
 here.
 
 Only the state dict and the config's plain attributes are read, so this
-module imports neither ``torch`` nor ``xlstm``.
+module imports neither `torch` nor `xlstm`.
 """
 
 import keras
@@ -66,7 +66,7 @@ _LARGE_BLOCK_WEIGHTS = {
     "ffn_down.kernel": ("ffn.proj_down.weight", "transpose"),
     "ffn_down.bias": ("ffn.proj_down.bias", None),
 }
-# The norms' biases (``MLSTMLargeBlock.biases``, with ``use_bias``).
+# The norms' biases (`MLSTMLargeBlock.biases`, with `use_bias`).
 _LARGE_BLOCK_BIASES = {
     "norm_mlstm": "norm_mlstm.bias",
     "head_norm": "mlstm_layer.multihead_norm.bias",
@@ -127,9 +127,9 @@ class StateDictLoader:
 
 
 def block_variable(block, name):
-    """The variable at ``name`` ("up.kernel": the ``kernel`` of the block's
-    ``up`` sublayer), or None where the block has none (a bias without
-    ``use_bias``)."""
+    """The variable at `name` ("up.kernel": the `kernel` of the block's
+    `up` sublayer), or None where the block has none (a bias without
+    `use_bias`)."""
     owner, _, attribute = name.rpartition(".")
     if owner:
         block = getattr(block, owner)
@@ -165,20 +165,20 @@ def load_stack_weights(loader, stack, prefix):
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def load_xlstm_weights(target, state_dict):
-    """Load an official ``xlstm`` state dict into a built Keras object.
+    """Load an official `xlstm` state dict into a built Keras object.
 
     Args:
-        target: a built ``MLSTMBlock`` (from an official ``mLSTMBlock``) or
-            ``MLSTMLargeBlock`` (from ``xlstm_large``'s ``mLSTMBlock``), a
-            built ``MLSTMStack`` (from an ``xLSTMBlockStack`` of mLSTM
-            blocks, or an ``xLSTMLargeBlockStack``). Language models load
-            into KerasHub: ``XLSTMCausalLM.from_xlstm``
-            (``keras_mlstm.models.hub``).
-        state_dict: the official module's ``state_dict()`` (torch tensors
+        target: a built `MLSTMBlock` (from an official `mLSTMBlock`) or
+            `MLSTMLargeBlock` (from `xlstm_large`'s `mLSTMBlock`), a
+            built `MLSTMStack` (from an `xLSTMBlockStack` of mLSTM
+            blocks, or an `xLSTMLargeBlockStack`). Language models load
+            into KerasHub: `XLSTMCausalLM.from_xlstm`
+            (`keras_mlstm.models.hub`).
+        state_dict: the official module's `state_dict()` (torch tensors
             or NumPy arrays).
 
     Returns:
-        ``target``, with its weights replaced.
+        `target`, with its weights replaced.
 
     Raises:
         ValueError: for an unbuilt `target`, a missing entry, a shape
@@ -200,7 +200,7 @@ def load_xlstm_weights(target, state_dict):
 
     References:
         - The official implementation, github.com/NX-AI/xlstm
-          (``xlstm.xlstm_lm_model``, ``xlstm.xlstm_block_stack``).
+          (`xlstm.xlstm_lm_model`, `xlstm.xlstm_block_stack`).
     """
     _check_built("target", target)
     loader = StateDictLoader(state_dict)
@@ -254,14 +254,14 @@ def _check_built(name, layer):
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def xlstm_state_dict(source):
-    """The weights of a built ``MLSTMBlock``, ``MLSTMLargeBlock`` or
-    ``MLSTMStack`` as an official ``xlstm`` state dict (NumPy arrays;
-    ``torch.from_numpy`` each entry for ``module.load_state_dict``): the
-    inverse of ``load_xlstm_weights``.
+    """The weights of a built `MLSTMBlock`, `MLSTMLargeBlock` or
+    `MLSTMStack` as an official `xlstm` state dict (NumPy arrays;
+    `torch.from_numpy` each entry for `module.load_state_dict`): the
+    inverse of `load_xlstm_weights`.
 
     Args:
-        source: a built ``MLSTMBlock``, ``MLSTMLargeBlock`` or
-            ``MLSTMStack``.
+        source: a built `MLSTMBlock`, `MLSTMLargeBlock` or
+            `MLSTMStack`.
 
     Returns:
         A dict from official parameter names to float32 arrays.
@@ -308,7 +308,7 @@ def xlstm_state_dict(source):
 
 
 def _layer_kwargs(layer_config):
-    """MLSTMBlock arguments from an official ``mLSTMLayerConfig``."""
+    """MLSTMBlock arguments from an official `mLSTMLayerConfig`."""
     multiple = getattr(layer_config, "round_proj_up_to_multiple_of", 64)
     round_up = getattr(layer_config, "round_proj_up_dim_up", True)
     if multiple != 64 or not round_up:
@@ -333,7 +333,7 @@ def _layer_kwargs(layer_config):
 
 
 def stack_kwargs(config):
-    """MLSTMStack arguments from an official ``xLSTMBlockStackConfig``."""
+    """MLSTMStack arguments from an official `xLSTMBlockStackConfig`."""
     slstm = list(config.slstm_at) if config.slstm_at else []
     if slstm or config.mlstm_block is None:
         raise ValueError(
@@ -353,18 +353,18 @@ def stack_kwargs(config):
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def from_xlstm(module):
-    """Build the Keras counterpart of an official ``xlstm`` block or stack
+    """Build the Keras counterpart of an official `xlstm` block or stack
     and load its weights.
 
     Args:
-        module: an official PyTorch ``mLSTMBlock`` or ``xLSTMBlockStack``
-            (of mLSTM blocks), or an xLSTM 7B ``xLSTMLargeBlockStack`` or
-            its ``mLSTMBlock`` (``xlstm.xlstm_large.model``). Language
-            models (``xLSTMLMModel``, ``xLSTMLarge``) load into KerasHub
-            with ``keras_mlstm.models.hub.XLSTMCausalLM.from_xlstm``.
+        module: an official PyTorch `mLSTMBlock` or `xLSTMBlockStack`
+            (of mLSTM blocks), or an xLSTM 7B `xLSTMLargeBlockStack` or
+            its `mLSTMBlock` (`xlstm.xlstm_large.model`). Language
+            models (`xLSTMLMModel`, `xLSTMLarge`) load into KerasHub
+            with `keras_mlstm.models.hub.XLSTMCausalLM.from_xlstm`.
 
     Returns:
-        An ``MLSTMBlock`` / ``MLSTMLargeBlock`` or an ``MLSTMStack``
+        An `MLSTMBlock` / `MLSTMLargeBlock` or an `MLSTMStack`
         computing the same function in the current Keras backend, for any
         sequence length.
 
@@ -413,7 +413,7 @@ def from_xlstm(module):
 
 
 def large_kwargs(config):
-    """MLSTMLargeBlock arguments from an official ``xLSTMLargeConfig``."""
+    """MLSTMLargeBlock arguments from an official `xLSTMLargeConfig`."""
     if getattr(config, "weight_mode", "single") != "single":
         raise ValueError(
             "Only weight_mode='single' xLSTM 7B weights are supported; "

@@ -42,11 +42,11 @@ class mLSTM(keras.layers.Layer):  # noqa: N801 (the name users port from)
     Args:
         input_size: positive int, features of the inputs.
         hidden_size: positive int, width of every layer's output.
-        num_layers: positive int, number of stacked layers. Defaults to 1.
+        num_layers: positive int, number of stacked layers. Defaults to `1`.
         dropout: rate in [0, 1) of the dropout applied between layers (not
-            after the last one), in training only. Defaults to 0.
+            after the last one), in training only. Defaults to `0.0`.
         num_heads: positive int, heads per layer; must divide
-            `hidden_size`. Defaults to 1 (PyxLSTM's single hidden x hidden
+            `hidden_size`. Defaults to `1` (PyxLSTM's single hidden x hidden
             memory).
         form: how each `MLSTM` computes the sequence (`"auto"`,
             `"parallel"`, `"chunkwise"` or `"recurrent"`; same result).

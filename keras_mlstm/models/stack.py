@@ -1,6 +1,6 @@
-"""``MLSTMStack``: ``num_blocks`` mLSTM blocks and a final norm, as the
-official ``xlstm`` package's ``xLSTMBlockStack`` made of mLSTM blocks, or
-its xLSTM 7B ``xLSTMLargeBlockStack``."""
+"""`MLSTMStack`: `num_blocks` mLSTM blocks and a final norm, as the
+official `xlstm` package's `xLSTMBlockStack` made of mLSTM blocks, or
+its xLSTM 7B `xLSTMLargeBlockStack`."""
 
 import keras
 from keras import ops
@@ -24,51 +24,59 @@ LARGE_NORM_EPSILON = 1e-6
 class MLSTMStack(ReturnsState, keras.layers.Layer):
     """A stack of mLSTM blocks followed by a norm.
 
-    Usable as a layer (``model.add(MLSTMStack(4))``) on ``(B, T, D)``
+    Usable as a layer (`model.add(MLSTMStack(4))`) on `(B, T, D)`
     inputs; D is kept throughout. Any sequence length works
-    (``context_length`` is not needed, unlike the official code).
+    (`context_length` is not needed, unlike the official code).
 
-    Two block variants: ``"mlstm"`` (``MLSTMBlock``, the xLSTM paper's
-    block; a final layer norm) and ``"large"`` (``MLSTMLargeBlock``, the
+    Two block variants: `"mlstm"` (`MLSTMBlock`, the xLSTM paper's
+    block; a final layer norm) and `"large"` (`MLSTMLargeBlock`, the
     xLSTM 7B block; a final RMSNorm).
 
     Args:
         num_blocks: number of blocks.
-        num_heads: heads per block. Default 4.
-        proj_factor: ``"mlstm"``: the up-projection factor. Default 2.
-        conv_kernel_size: ``"mlstm"``: the causal convolution width.
-            Default 4.
-        qkv_proj_blocksize: ``"mlstm"``: block size of the q, k, v
-            projections. Default 4.
-        use_bias: biases on the blocks' projections. Default False.
-        dropout: ``"mlstm"``: dropout rate at the end of every block.
-        form: how the mLSTM is computed, as ``keras_mlstm.ops.mlstm``.
+        num_heads: heads per block. Defaults to `4`.
+        proj_factor: `"mlstm"`: the up-projection factor. Defaults to
+            `2.0`.
+        conv_kernel_size: `"mlstm"`: the causal convolution width.
+            Defaults to `4`.
+        qkv_proj_blocksize: `"mlstm"`: block size of the q, k, v
+            projections. Defaults to `4`.
+        use_bias: biases on the blocks' projections. Defaults to `False`.
+        dropout: `"mlstm"`: dropout rate at the end of every block.
+            Defaults to `0.0`.
+        form: how the mLSTM is computed, as `keras_mlstm.ops.mlstm`.
+            Defaults to `"auto"`.
         chunk_size: chunk length of the chunkwise form, an int or
-            `"auto"` (see `keras_mlstm.ops.resolve_chunk_size`). Default
-            `"auto"`.
-        post_norm: end with a norm (the official ``add_post_blocks_norm``
-            / ``add_out_norm``). Default True.
-        block_variant: ``"mlstm"`` (default) or ``"large"``.
-        qk_dim_factor, v_dim_factor, ffn_proj_factor, gate_soft_cap:
-            ``"large"``: see ``MLSTMLargeBlock``.
-        return_state: also return the blocks' states.
-        seed: int seed for initialisers and dropout.
+            `"auto"` (see `keras_mlstm.ops.resolve_chunk_size`). Defaults
+            to `"auto"`.
+        post_norm: end with a norm (the official `add_post_blocks_norm` /
+            `add_out_norm`). Defaults to `True`.
+        block_variant: `"mlstm"` or `"large"`. Defaults to `"mlstm"`.
+        qk_dim_factor: `"large"`: QK / D (see `MLSTMLargeBlock`).
+            Defaults to `0.5`.
+        v_dim_factor: `"large"`: V / D. Defaults to `1.0`.
+        ffn_proj_factor: `"large"`: feed-forward width / D before
+            rounding. Defaults to `2.6667`.
+        gate_soft_cap: `"large"`: soft cap of the gate pre-activations.
+            Defaults to `15.0`.
+        return_state: also return the blocks' states. Defaults to `False`.
+        seed: int seed for initialisers and dropout. Defaults to `None`.
         **kwargs: base layer arguments.
 
     Call arguments:
-        inputs: ``(B, T, D)``.
+        inputs: `(B, T, D)`.
         initial_state: None or a list with one block state per block (see
-            ``MLSTMBlock`` / ``MLSTMLargeBlock``), as returned with
-            ``return_state``.
-        mask: optional bool ``(B, T)``.
+            `MLSTMBlock` / `MLSTMLargeBlock`), as returned with
+            `return_state`.
+        mask: optional bool `(B, T)`.
         training: enables dropout.
         return_state: None (the constructor's setting) or a bool.
 
     Returns:
-        ``(B, T, D)``, or with ``return_state`` the list
-        ``[outputs, states]`` with ``states`` one state per block
-        (``[C, n, m, conv]`` for ``"mlstm"`` blocks, ``[C, n, m]`` for
-        ``"large"`` ones).
+        `(B, T, D)`, or with `return_state` the list
+        `[outputs, states]` with `states` one state per block
+        (`[C, n, m, conv]` for `"mlstm"` blocks, `[C, n, m]` for
+        `"large"` ones).
 
     Example:
 

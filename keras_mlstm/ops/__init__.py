@@ -1,8 +1,8 @@
-"""The mLSTM computation as pure functions of tensors, through ``keras.ops``.
+"""The mLSTM computation as pure functions of tensors, through `keras.ops`.
 
-``mlstm`` runs a whole sequence in one of three equivalent forms (parallel,
-chunkwise, recurrent) picked by ``resolve_form``; ``mlstm_step`` runs one
-time step. See ``docs/math.md`` for the equations.
+`mlstm` runs a whole sequence in one of three equivalent forms (parallel,
+chunkwise, recurrent) picked by `resolve_form`; `mlstm_step` runs one
+time step. See `docs/math.md` for the equations.
 """
 
 from keras_mlstm.ops.recurrent import mlstm_step

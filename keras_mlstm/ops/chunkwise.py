@@ -4,15 +4,15 @@ Cost O(T L (DK + DV) + T DK DV) time and O(T L + NC DK DV) memory per head,
 linear in T; the only sequential part is a loop over the NC = ceil(T / L)
 chunks, never over time steps. Phases, per head:
 
-1. Pad T to NC * L with identity steps (``lf = 0``, ``i~ = -1e30``), which
+1. Pad T to NC * L with identity steps (`lf = 0`, `i~ = -1e30`), which
    leave the state exactly unchanged, and split into chunks.
    O(T (DK + DV)).
-2. Inside every chunk at once: the log weight matrix ``D`` (L, L) and the
-   cumulative log decay ``a`` (L,). O(T L).
+2. Inside every chunk at once: the log weight matrix `D` (L, L) and the
+   cumulative log decay `a` (L,). O(T L).
 3. Inside every chunk at once: the state each chunk builds from zero,
-   ``C_c = sum_s exp(D[L-1, s] - m_c) k_s v_s^T``. O(T DK DV).
+   `C_c = sum_s exp(D[L-1, s] - m_c) k_s v_s^T`. O(T DK DV).
 4. Across chunks, sequentially: the state entering each chunk, by decaying
-   the previous one by the chunk's total ``exp(a[L-1])`` and adding the
+   the previous one by the chunk's total `exp(a[L-1])` and adding the
    chunk's own state, stabilised. O(NC DK DV), NC steps. (On TensorFlow
    under XLA, whose gradient of a loop that emits per-step outputs is
    quadratic in the number of steps, the same maps are composed by an
@@ -26,7 +26,7 @@ Phases 2, 3 and 5 are the parallel form's building blocks applied with the
 chunks as an extra batch axis. A chunk size above T is taken as T, so the
 cost follows T whatever the chunk size asked for.
 
-Notation (see ``common.py``): B, NH, T, DK, DV, L, NC.
+Notation (see `common.py`): B, NH, T, DK, DV, L, NC.
 """
 
 from keras import ops
@@ -41,8 +41,8 @@ from keras_mlstm.ops.parallel import outputs
 
 
 def _to_chunks(x, chunk_size, count, padding, value=0.0):
-    """Pad axis 2 of ``x`` by ``padding`` and split it into ``count`` chunks
-    of ``chunk_size`` (sizes given, not inferred: a -1 is ambiguous for an
+    """Pad axis 2 of `x` by `padding` and split it into `count` chunks
+    of `chunk_size` (sizes given, not inferred: a -1 is ambiguous for an
     empty batch)."""
     if padding is not None:
         widths = [[0, 0]] * len(x.shape)
@@ -65,9 +65,9 @@ def _carry_in_sequence(state, chunk_decay, local):
 def _carry_by_prefixes(state, chunk_decay, local):
     """Phase 4 without a loop: O(NC log NC DK DV) work in log2(NC) steps.
 
-    A chunk acts on the state as ``x -> exp(G) x + S`` (decay G, local state
+    A chunk acts on the state as `x -> exp(G) x + S` (decay G, local state
     S, stabilised); two chunks in a row compose into one map of that form,
-    with ``combine_states`` for S. Inclusive prefixes of that composition
+    with `combine_states` for S. Inclusive prefixes of that composition
     (Hillis-Steele doubling, static shapes), applied to the initial state,
     give the state after every chunk.
     """
@@ -106,13 +106,13 @@ def _carry_by_prefixes(state, chunk_decay, local):
 
 
 def chunkwise_form(prepared, eps, chunk_size):
-    """The chunkwise form on prepared inputs (see ``common.prepare``).
+    """The chunkwise form on prepared inputs (see `common.prepare`).
 
-    A ``chunk_size`` larger than T is taken as T: the cost follows the
+    A `chunk_size` larger than T is taken as T: the cost follows the
     sequence, never the chunk size.
 
     Returns:
-        ``(h, state)`` with ``h`` of shape ``(B, NH, T, DV)``.
+        `(h, state)` with `h` of shape `(B, NH, T, DV)`.
     """
     length = prepared.q.shape[2]
     if length is None:  # only known at run time: always pad, then slice

@@ -7,25 +7,25 @@ Notation used in this package:
     DV  value head dimension        L   chunk size
     NC  number of chunks, ceil(T / L)
 
-The state of one head is ``(C, n, m)``: the matrix memory ``C`` (DK, DV),
-the normaliser ``n`` (DK,) and the stabiliser ``m`` (a scalar). ``C`` and
-``n`` are stored divided by ``exp(m)``, so every exponent the forms compute is
-at most zero (see ``docs/math.md``).
+The state of one head is `(C, n, m)`: the matrix memory `C` (DK, DV),
+the normaliser `n` (DK,) and the stabiliser `m` (a scalar). `C` and
+`n` are stored divided by `exp(m)`, so every exponent the forms compute is
+at most zero (see `docs/math.md`).
 
 Every public op checks its arguments here, from static shapes only, before it
-computes anything. ``prepare`` then makes the inputs safe for every form
-(``docs/reliability.md``):
+computes anything. `prepare` then makes the inputs safe for every form
+(`docs/reliability.md`):
 
 - a masked step is selected away before any arithmetic, so whatever it holds
   (NaN, inf) reaches no output, state or gradient;
-- a step whose ``k``, ``v`` or gates hold NaN or inf (the gates: NaN) is
+- a step whose `k`, `v` or gates hold NaN or inf (the gates: NaN) is
   computed as an empty step and its output, every later output and the final
-  state are set to NaN afterwards (a step with a non-finite ``q``: its own
+  state are set to NaN afterwards (a step with a non-finite `q`: its own
   output only). The forms thus agree on which outputs are NaN, and no
   non-finite value enters the arithmetic, whose backward pass would turn
-  ``0 * NaN`` into NaN gradients for the steps before it;
-- the input gate is clipped to ``[-1e30, 1e30]`` and the exponential forget
-  gate to at most ``1e30``; a forget gate of ``-inf`` stays: a hard reset.
+  `0 * NaN` into NaN gradients for the steps before it;
+- the input gate is clipped to `[-1e30, 1e30]` and the exponential forget
+  gate to at most `1e30`; a forget gate of `-inf` stays: a hard reset.
 """
 
 from typing import NamedTuple
@@ -40,20 +40,20 @@ from keras_mlstm.ops.compat import cumsum
 from keras_mlstm.ops.compat import maximum
 
 # Log-weight given to an absent input (a masked or padded step). Finite, so
-# that no ``inf - inf`` can appear in a forward or backward pass, and so
-# negative that ``exp`` of it is exactly zero in every float dtype we use.
+# that no `inf - inf` can appear in a forward or backward pass, and so
+# negative that `exp` of it is exactly zero in every float dtype we use.
 NEG_LOG_WEIGHT = -1e30
 
 # Gate pre-activations are clipped to this magnitude (the forget gate: from
 # above, and only with the exponential activation), so that the stabiliser
-# ``m`` is always finite and ``inf - inf`` cannot arise. ``+inf`` thus means
-# a write that outweighs every finite write (until a reset), ``-inf`` no
-# write; see ``docs/reliability.md``.
+# `m` is always finite and `inf - inf` cannot arise. `+inf` thus means
+# a write that outweighs every finite write (until a reset), `-inf` no
+# write; see `docs/reliability.md`.
 GATE_LIMIT = 1e30
 
-# ``exp(-m)`` is capped at ``exp(MAX_LOG_FLOOR)`` in the read-out so that a
+# `exp(-m)` is capped at `exp(MAX_LOG_FLOOR)` in the read-out so that a
 # very negative stabiliser cannot overflow float32 (and make inf * 0 = NaN in
-# the backward pass). It only matters when ``m < -80``, where the true output
+# the backward pass). It only matters when `m < -80`, where the true output
 # is below float32 resolution anyway.
 MAX_LOG_FLOOR = 80.0
 
@@ -86,12 +86,12 @@ STATE_LAYOUT = (
 class Prepared(NamedTuple):
     """Checked inputs of a form, cast to the state dtype and made safe.
 
-    ``q`` is already scaled by ``1 / sqrt(DK)``; ``log_input`` and
-    ``log_forget`` are the log input and log forget gates with masked steps
-    turned into identities (``log_forget = 0``, ``log_input = -1e30``, zero
-    ``k`` and ``v``); ``keep`` is the boolean mask broadcast against the
-    gates, or None. ``poisoned`` is True for the outputs that are NaN (a
-    non-finite input at or before them) and ``poisoned_state`` for the
+    `q` is already scaled by `1 / sqrt(DK)`; `log_input` and
+    `log_forget` are the log input and log forget gates with masked steps
+    turned into identities (`log_forget = 0`, `log_input = -1e30`, zero
+    `k` and `v`); `keep` is the boolean mask broadcast against the
+    gates, or None. `poisoned` is True for the outputs that are NaN (a
+    non-finite input at or before them) and `poisoned_state` for the
     batch entries and heads whose final state is NaN.
     """
 
@@ -111,7 +111,7 @@ _DTYPE_NAMES = {}
 
 
 def standardize_dtype(x):
-    """The Keras name of ``x``'s dtype (``"float32"``...), cached per dtype
+    """The Keras name of `x`'s dtype (`"float32"`...), cached per dtype
     object: Keras's own lookup costs microseconds per call."""
     name = _DTYPE_NAMES.get(x.dtype)
     if name is None:
@@ -120,25 +120,25 @@ def standardize_dtype(x):
 
 
 def as_tensor(x):
-    """``x`` as a backend tensor; tensors pass through untouched."""
+    """`x` as a backend tensor; tensors pass through untouched."""
     return x if ops.is_tensor(x) else ops.convert_to_tensor(x)
 
 
 def to_dtype(x, dtype):
-    """``x`` as a tensor of ``dtype``, cast only when it differs (each
-    ``keras.ops`` call costs microseconds of Python in eager PyTorch)."""
+    """`x` as a tensor of `dtype`, cast only when it differs (each
+    `keras.ops` call costs microseconds of Python in eager PyTorch)."""
     x = as_tensor(x)
     return x if standardize_dtype(x) == dtype else ops.cast(x, dtype)
 
 
 def linear(x, kernel):
-    """``x`` ``(..., I)`` times ``kernel`` ``(I, O)``: ``(..., O)``.
+    """`x` `(..., I)` times `kernel` `(I, O)`: `(..., O)`.
 
-    ``einsum`` with the batch axes named, not ``ops.matmul``, whose PyTorch
+    `einsum` with the batch axes named, not `ops.matmul`, whose PyTorch
     version computes float64 operands in float32 (Keras 3.15), nor an
-    ``"..."`` einsum, whose TensorFlow gradient broadcasts through a
-    ``(..., I, O)`` tensor (measured: a block's training step 1.5 s instead
-    of 0.05 s, an ``MLSTM(128)`` step 585 ms instead of 26 ms). Inputs of
+    `"..."` einsum, whose TensorFlow gradient broadcasts through a
+    `(..., I, O)` tensor (measured: a block's training step 1.5 s instead
+    of 0.05 s, an `MLSTM(128)` step 585 ms instead of 26 ms). Inputs of
     rank up to 9.
     """
     axes = "abcdefgh"[: len(x.shape) - 1]
@@ -146,7 +146,7 @@ def linear(x, kernel):
 
 
 def state_dtype(value_dtype):
-    """The dtype of gates and states for inputs of ``value_dtype``.
+    """The dtype of gates and states for inputs of `value_dtype`.
 
     float32 for every input dtype but float64, which keeps float64.
     """
@@ -154,15 +154,15 @@ def state_dtype(value_dtype):
 
 
 def static_shape(x):
-    """The shape of ``x`` with every size not known as an int set to None
-    (JAX's symbolic sizes included: ``int()`` of one raises)."""
+    """The shape of `x` with every size not known as an int set to None
+    (JAX's symbolic sizes included: `int()` of one raises)."""
     return tuple(
         int(d) if isinstance(d, (int, np.integer)) else None for d in x.shape
     )
 
 
 def positive_int(name, value, minimum=1):
-    """``value`` as an int >= ``minimum``, or ValueError naming ``name``.
+    """`value` as an int >= `minimum`, or ValueError naming `name`.
 
     Python and NumPy integers are accepted; bools, floats and strings are
     not.
@@ -195,7 +195,7 @@ def positive_number(name, value, allow_zero=False):
 
 
 def rate(name, value):
-    """``value`` as a float in [0, 1), or ValueError naming ``name``."""
+    """`value` as a float in [0, 1), or ValueError naming `name`."""
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float, np.integer, np.floating))
@@ -214,10 +214,10 @@ def _describe(axes, dims):
 
 
 def bind_shape(name, x, axes, dims):
-    """Check ``x`` against the named ``axes``, recording new sizes in ``dims``.
+    """Check `x` against the named `axes`, recording new sizes in `dims`.
 
     Raises:
-        ValueError: naming ``name``, the expected layout and sizes, and the
+        ValueError: naming `name`, the expected layout and sizes, and the
             received shape, when the rank or a known size differs.
     """
     shape = static_shape(x)
@@ -248,7 +248,7 @@ def check_float(name, x):
 
 
 def check_chunk_size(chunk_size):
-    """``chunk_size`` as ``"auto"`` or an int >= 1, or ValueError."""
+    """`chunk_size` as `"auto"` or an int >= 1, or ValueError."""
     if isinstance(chunk_size, str):
         if chunk_size != "auto":
             raise ValueError(
@@ -279,7 +279,7 @@ def check_options(forget_gate_activation, eps, chunk_size=None, form=None):
 
 
 def check_state(state, dims, dtype, name="initial_state"):
-    """Check a ``(C, n, m)`` state against the sizes in ``dims``."""
+    """Check a `(C, n, m)` state against the sizes in `dims`."""
     if not isinstance(state, (tuple, list)) or len(state) != 3:
         count = len(state) if isinstance(state, (tuple, list)) else None
         raise ValueError(
@@ -302,9 +302,9 @@ def check_state(state, dims, dtype, name="initial_state"):
 def check_inputs(
     q, k, v, input_gate, forget_gate, state, mask, layout, state_name
 ):
-    """Check every tensor argument of a form; return ``(dims, value dtype)``.
+    """Check every tensor argument of a form; return `(dims, value dtype)`.
 
-    ``layout`` is ``SEQUENCE_LAYOUT`` or ``STEP_LAYOUT``.
+    `layout` is `SEQUENCE_LAYOUT` or `STEP_LAYOUT`.
     """
     dims = {}
     tensors = {
@@ -347,7 +347,7 @@ def check_inputs(
 
 
 def zero_state(batch_size, num_heads, dk, dv, dtype):
-    """The default initial state ``C = 0, n = 0, m = 0``."""
+    """The default initial state `C = 0, n = 0, m = 0`."""
     return (
         ops.zeros((batch_size, num_heads, dk, dv), dtype),
         ops.zeros((batch_size, num_heads, dk), dtype),
@@ -356,15 +356,15 @@ def zero_state(batch_size, num_heads, dk, dv, dtype):
 
 
 def _select(keep, x, value):
-    """``x`` where ``keep``, else ``value`` (``keep`` broadcast to ``x``)."""
+    """`x` where `keep`, else `value` (`keep` broadcast to `x`)."""
     # A Python scalar keeps the dtype of `x` on every backend, and spares
     # a full-size constant tensor per select.
     return ops.where(keep, x, value)
 
 
 def _non_finite_steps(q, k, v, input_gate, forget_gate):
-    """Per step, ``(bad_read, bad_write)`` of shape (B, NH[, T]): ``q``
-    holds NaN or inf; ``k`` or ``v`` hold NaN or inf, or a gate is NaN.
+    """Per step, `(bad_read, bad_write)` of shape (B, NH[, T]): `q`
+    holds NaN or inf; `k` or `v` hold NaN or inf, or a gate is NaN.
 
     One sum per vector: it is non-finite iff an entry is (the inputs are
     finite floats of a magnitude whose sums do not overflow)."""
@@ -381,8 +381,8 @@ def prepare(
 ):
     """Cast checked inputs to the state dtype, select masked steps away and
     make non-finite inputs safe (see the module docstring). Works for
-    sequences (gates ``(B, NH, T)``, mask ``(B, T)``) and single steps
-    (gates ``(B, NH)``, mask ``(B,)``).
+    sequences (gates `(B, NH, T)`, mask `(B, T)`) and single steps
+    (gates `(B, NH)`, mask `(B,)`).
     """
     output_dtype = standardize_dtype(v)
     dtype = state_dtype(output_dtype)
@@ -454,12 +454,12 @@ def prepare(
 
 
 def read_out(numerator, denominator, log_scale, eps):
-    """``h = num / (max(|den|, exp(-m)) + eps)`` for stabilised num and den.
+    """`h = num / (max(|den|, exp(-m)) + eps)` for stabilised num and den.
 
     Args:
-        numerator: ``(..., DV)``, ``C^T q`` with ``C`` stored over exp(m).
-        denominator: ``(...)``, ``n^T q`` with ``n`` stored over exp(m).
-        log_scale: ``(...)``, the stabiliser ``m``.
+        numerator: `(..., DV)`, `C^T q` with `C` stored over exp(m).
+        denominator: `(...)`, `n^T q` with `n` stored over exp(m).
+        log_scale: `(...)`, the stabiliser `m`.
         eps: the constant added to the denominator.
     """
     floor = ops.exp(-clip_below(log_scale, -MAX_LOG_FLOOR))  # (...)
@@ -469,7 +469,7 @@ def read_out(numerator, denominator, log_scale, eps):
 
 def finish(h, state, prepared):
     """Set the outputs and states of non-finite steps to NaN, zero the
-    outputs of masked steps, and cast ``h`` to the dtype of ``v``."""
+    outputs of masked steps, and cast `h` to the dtype of `v`."""
     nan = float("nan")
     h = _select(~prepared.poisoned[..., None], h, nan)
     if prepared.keep is not None:

@@ -4,19 +4,19 @@ Cost O(T^2 (DK + DV)) time and O(T^2) memory per head: the fastest form for
 short sequences. The building blocks here also serve the chunkwise form,
 which applies them inside each chunk.
 
-For positions ``t >= s`` of one head, with ``lf`` the log forget gate and
-``i~`` the input gate pre-activation:
+For positions `t >= s` of one head, with `lf` the log forget gate and
+`i~` the input gate pre-activation:
 
     D[t, s] = lf[s+1] + ... + lf[t] + i~[s]       log weight of input s at t
     a[t]    = lf[1] + ... + lf[t]                  log decay of the state
                                                    carried in, at t
     m[t]    = max(a[t] + m0, max_s D[t, s])        the step recurrence's m
 
-The partial sums inside ``D`` are taken as sums of the segment itself (not as
+The partial sums inside `D` are taken as sums of the segment itself (not as
 differences of one long cumulative sum), so their rounding error scales with
 the segment's own decay and not with the sequence length.
 
-Notation (see ``common.py``): B, NH, T, DK, DV; ``...`` is any batch of
+Notation (see `common.py`): B, NH, T, DK, DV; `...` is any batch of
 leading axes, (B, NH) here and (B, NH, NC) in the chunkwise form.
 """
 
@@ -29,15 +29,15 @@ from keras_mlstm.ops.compat import reduce_max
 
 
 def log_weights(log_input, log_forget):
-    """The log weight matrix ``D`` and the cumulative log decay ``a``.
+    """The log weight matrix `D` and the cumulative log decay `a`.
 
     Args:
-        log_input: ``(..., T)``.
-        log_forget: ``(..., T)``, in ``[-inf, 1e30]`` (``-inf``: a reset).
+        log_input: `(..., T)`.
+        log_forget: `(..., T)`, in `[-inf, 1e30]` (`-inf`: a reset).
 
     Returns:
-        ``D`` of shape ``(..., T, T)``, ``-inf`` above the diagonal, and
-        ``a`` of shape ``(..., T)``.
+        `D` of shape `(..., T, T)`, `-inf` above the diagonal, and
+        `a` of shape `(..., T)`.
     """
     length = ops.shape(log_forget)[-1]
     index = ops.arange(length)
@@ -70,14 +70,14 @@ def local_state(log_end_weights, k, v):
     """The state built from zero by the inputs of one segment.
 
     Args:
-        log_end_weights: ``(..., T)``, the log weight of each input at the end
-            of the segment (the last row of ``D``).
-        k: ``(..., T, DK)``.
-        v: ``(..., T, DV)``.
+        log_end_weights: `(..., T)`, the log weight of each input at the end
+            of the segment (the last row of `D`).
+        k: `(..., T, DK)`.
+        v: `(..., T, DV)`.
 
     Returns:
-        ``(C, n, m)`` of shapes ``(..., DK, DV)``, ``(..., DK)``, ``(...)``,
-        stabilised by their own ``m`` (at least the last input's log
+        `(C, n, m)` of shapes `(..., DK, DV)`, `(..., DK)`, `(...)`,
+        stabilised by their own `m` (at least the last input's log
         weight, so finite).
     """
     m = reduce_max(log_end_weights, axis=-1)  # (...)
@@ -89,9 +89,9 @@ def local_state(log_end_weights, k, v):
 
 
 def combine_states(state, log_decay, local):
-    """Decay ``state`` by ``exp(log_decay)`` and add the ``local`` state.
+    """Decay `state` by `exp(log_decay)` and add the `local` state.
 
-    Both states are stabilised by their own ``m``; the result is stabilised
+    Both states are stabilised by their own `m`; the result is stabilised
     by the larger of the two exponents, so no exponential here exceeds 1.
     """
     c_prev, n_prev, m_prev = state
@@ -114,16 +114,16 @@ def outputs(q, k, v, log_d, log_decay, state, eps):
     """The outputs of a segment, given the state carried into it.
 
     Args:
-        q: ``(..., T, DK)``, scaled by ``1 / sqrt(DK)``.
-        k: ``(..., T, DK)``.
-        v: ``(..., T, DV)``.
-        log_d: ``(..., T, T)`` from ``log_weights``.
-        log_decay: ``(..., T)`` from ``log_weights``.
-        state: ``(C, n, m)`` before the segment's first step.
+        q: `(..., T, DK)`, scaled by `1 / sqrt(DK)`.
+        k: `(..., T, DK)`.
+        v: `(..., T, DV)`.
+        log_d: `(..., T, T)` from `log_weights`.
+        log_decay: `(..., T)` from `log_weights`.
+        state: `(C, n, m)` before the segment's first step.
         eps: the read-out constant.
 
     Returns:
-        ``h`` of shape ``(..., T, DV)``.
+        `h` of shape `(..., T, DV)`.
     """
     c_prev, n_prev, m_prev = state
     log_carried = log_decay + ops.expand_dims(m_prev, -1)  # (..., T)
@@ -141,10 +141,10 @@ def outputs(q, k, v, log_d, log_decay, state, eps):
 
 
 def parallel_form(prepared, eps):
-    """The parallel form on prepared inputs (see ``common.prepare``).
+    """The parallel form on prepared inputs (see `common.prepare`).
 
     Returns:
-        ``(h, state)`` with ``h`` of shape ``(B, NH, T, DV)``.
+        `(h, state)` with `h` of shape `(B, NH, T, DV)`.
     """
     log_d, log_decay = log_weights(prepared.log_input, prepared.log_forget)
     h = outputs(

@@ -5,7 +5,7 @@ form for generation and streaming. Over a whole sequence it is a loop over
 time steps, so the layers use it only for T == 1; it also serves as the plain
 statement of the recurrence that the other forms are held to.
 
-Notation (see ``common.py``): B, NH, T, DK, DV.
+Notation (see `common.py`): B, NH, T, DK, DV.
 """
 
 import keras
@@ -26,17 +26,17 @@ def step_core(q, k, v, log_input, log_forget, state, eps):
     """One stabilised step on prepared inputs.
 
     Args:
-        q: ``(B, NH, DK)``, already scaled by ``1 / sqrt(DK)``.
-        k: ``(B, NH, DK)``.
-        v: ``(B, NH, DV)``.
-        log_input: ``(B, NH)``, the input gate pre-activation ``i~``.
-        log_forget: ``(B, NH)``, the log forget gate.
-        state: ``(C, n, m)`` with shapes ``(B, NH, DK, DV)``, ``(B, NH, DK)``,
-            ``(B, NH)``.
+        q: `(B, NH, DK)`, already scaled by `1 / sqrt(DK)`.
+        k: `(B, NH, DK)`.
+        v: `(B, NH, DV)`.
+        log_input: `(B, NH)`, the input gate pre-activation `i~`.
+        log_forget: `(B, NH)`, the log forget gate.
+        state: `(C, n, m)` with shapes `(B, NH, DK, DV)`, `(B, NH, DK)`,
+            `(B, NH)`.
         eps: the read-out constant.
 
     Returns:
-        ``(h, (C, n, m))`` with ``h`` of shape ``(B, NH, DV)``.
+        `(h, (C, n, m))` with `h` of shape `(B, NH, DV)`.
     """
     c_prev, n_prev, m_prev = state
     m = maximum(log_forget + m_prev, log_input)  # (B, NH)
@@ -61,7 +61,7 @@ def recurrent_form(prepared, eps):
     """The step scanned over axis 2 (time) of prepared sequence inputs.
 
     Returns:
-        ``(h, state)`` with ``h`` of shape ``(B, NH, T, DV)``.
+        `(h, state)` with `h` of shape `(B, NH, T, DV)`.
     """
     xs = tuple(
         ops.moveaxis(x, 2, 0)
@@ -98,31 +98,32 @@ def mlstm_step(
 ):
     """One mLSTM time step, for generation and streaming.
 
-    Computes the recurrence of ``keras_mlstm.ops.mlstm`` for a single step
+    Computes the recurrence of `keras_mlstm.ops.mlstm` for a single step
     with O(1) state; feeding a sequence step by step gives exactly the
-    outputs and final state of ``mlstm`` over it.
+    outputs and final state of `mlstm` over it.
 
     Args:
-        q: query, ``(B, NH, DK)``.
-        k: key, ``(B, NH, DK)``, same dtype as ``q`` and ``v``.
-        v: value, ``(B, NH, DV)``.
-        input_gate: input gate pre-activation ``i~``, ``(B, NH)``.
-        forget_gate: forget gate pre-activation ``f~``, ``(B, NH)``.
-        state: None (zeros) or ``(C, n, m)`` with shapes ``(B, NH, DK, DV)``,
-            ``(B, NH, DK)``, ``(B, NH)`` and the state dtype (float32, or
-            float64 for float64 inputs).
-        mask: None or a bool ``(B,)`` tensor; a masked entry keeps its state
-            and outputs zeros.
-        forget_gate_activation: ``"sigmoid"`` or ``"exp"``.
-        eps: added to the read-out's denominator.
+        q: query, `(B, NH, DK)`.
+        k: key, `(B, NH, DK)`, same dtype as `q` and `v`.
+        v: value, `(B, NH, DV)`.
+        input_gate: input gate pre-activation `i~`, `(B, NH)`.
+        forget_gate: forget gate pre-activation `f~`, `(B, NH)`.
+        state: None (zeros) or `(C, n, m)` with shapes `(B, NH, DK, DV)`,
+            `(B, NH, DK)`, `(B, NH)` and the state dtype (float32, or
+            float64 for float64 inputs). Defaults to `None`.
+        mask: None or a bool `(B,)` tensor; a masked entry keeps its state
+            and outputs zeros. Defaults to `None`.
+        forget_gate_activation: `"sigmoid"` or `"exp"`. Defaults to
+            `"sigmoid"`.
+        eps: added to the read-out's denominator. Defaults to `1e-6`.
 
     Returns:
-        ``(h, (C, n, m))``: ``h`` of shape ``(B, NH, DV)`` in the dtype of
-        ``v``, and the new state in the state dtype.
+        `(h, (C, n, m))`: `h` of shape `(B, NH, DV)` in the dtype of
+        `v`, and the new state in the state dtype.
 
     Raises:
         ValueError: for a shape, rank or dtype mismatch or an unknown
-            ``forget_gate_activation``, before any computation.
+            `forget_gate_activation`, before any computation.
 
     Example:
 

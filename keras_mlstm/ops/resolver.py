@@ -1,7 +1,7 @@
-"""``mlstm``: the sequence op, and the resolver that picks its form.
+"""`mlstm`: the sequence op, and the resolver that picks its form.
 
-All three forms compute the same function (see ``docs/math.md``); they differ
-in cost. ``resolve_form`` is the one place that turns ``form="auto"`` into a
+All three forms compute the same function (see `docs/math.md`); they differ
+in cost. `resolve_form` is the one place that turns `form="auto"` into a
 concrete form.
 """
 
@@ -23,18 +23,18 @@ from keras_mlstm.ops.recurrent import recurrent_form
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def resolve_form(form, sequence_length, chunk_size=64):
-    """Map a form name, ``"auto"`` included, to a concrete form.
+    """Map a form name, `"auto"` included, to a concrete form.
 
-    ``"auto"`` picks ``"recurrent"`` for a single step, ``"parallel"`` when
+    `"auto"` picks `"recurrent"` for a single step, `"parallel"` when
     the sequence fits in one chunk (its quadratic cost is then at most the
-    chunkwise form's), and ``"chunkwise"`` otherwise, including when the
+    chunkwise form's), and `"chunkwise"` otherwise, including when the
     length is only known at run time.
 
     Args:
-        form: one of ``"auto"``, ``"parallel"``, ``"chunkwise"``,
-            ``"recurrent"``.
+        form: one of `"auto"`, `"parallel"`, `"chunkwise"`,
+            `"recurrent"`.
         sequence_length: T, or None when it is not known statically.
-        chunk_size: the chunkwise form's chunk size L.
+        chunk_size: the chunkwise form's chunk size L. Defaults to `64`.
 
     Returns:
         The concrete form's name.
@@ -48,7 +48,7 @@ def resolve_form(form, sequence_length, chunk_size=64):
     'chunkwise'
 
     References:
-        - ``docs/math.md``, sections 3 to 5: the forms and their costs.
+        - `docs/math.md`, sections 3 to 5: the forms and their costs.
     """
     if form not in FORMS + ("auto",):
         raise ValueError(
@@ -67,20 +67,20 @@ def resolve_form(form, sequence_length, chunk_size=64):
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 def resolve_chunk_size(chunk_size, head_size):
-    """The chunk size L the chunkwise form uses: ``chunk_size`` itself, or
-    for ``"auto"`` the one measured fastest on this backend for q/k heads
-    of ``head_size`` (see ``ops/compat.py`` and docs/benchmarks.md: the
+    """The chunk size L the chunkwise form uses: `chunk_size` itself, or
+    for `"auto"` the one measured fastest on this backend for q/k heads
+    of `head_size` (see `ops/compat.py` and docs/benchmarks.md: the
     head size within 16 to 64 on JAX and TensorFlow, 32 on PyTorch).
 
     Args:
-        chunk_size: ``"auto"`` or a positive int.
+        chunk_size: `"auto"` or a positive int.
         head_size: DK, or None when it is known only at run time.
 
     Returns:
         A positive int.
 
     Raises:
-        ValueError: for a ``chunk_size`` that is neither ``"auto"`` nor an
+        ValueError: for a `chunk_size` that is neither `"auto"` nor an
             int >= 1.
 
     Example:
@@ -91,8 +91,8 @@ def resolve_chunk_size(chunk_size, head_size):
     32
 
     References:
-        - ``docs/benchmarks.md``, "Chunk size": the measurements behind
-          ``"auto"``.
+        - `docs/benchmarks.md`, "Chunk size": the measurements behind
+          `"auto"`.
     """
     check_chunk_size(chunk_size)
     if chunk_size == "auto":
@@ -118,8 +118,8 @@ def mlstm(
 ):
     """The mLSTM cell over a sequence, for every batch entry and head.
 
-    Computes, for t = 1..T, with ``lf = log_sigmoid(f~)`` (or ``lf = f~``
-    with ``forget_gate_activation="exp"``):
+    Computes, for t = 1..T, with `lf = log_sigmoid(f~)` (or `lf = f~`
+    with `forget_gate_activation="exp"`):
 
         m_t = max(lf_t + m_{t-1}, i~_t)
         C_t = exp(lf_t + m_{t-1} - m_t) C_{t-1} + exp(i~_t - m_t) k_t v_t^T
@@ -130,37 +130,39 @@ def mlstm(
     which is the xLSTM paper's mLSTM with exponential input gate, stabilised.
 
     Args:
-        q: queries, ``(B, NH, T, DK)``.
-        k: keys, ``(B, NH, T, DK)``, same dtype as ``q`` and ``v``.
-        v: values, ``(B, NH, T, DV)``.
-        input_gate: input gate pre-activations ``i~``, ``(B, NH, T)``.
-        forget_gate: forget gate pre-activations ``f~``, ``(B, NH, T)``.
-        initial_state: None (zeros) or ``(C, n, m)`` with shapes
-            ``(B, NH, DK, DV)``, ``(B, NH, DK)``, ``(B, NH)`` and the state
-            dtype (float32, or float64 for float64 inputs).
-        mask: None or a bool ``(B, T)`` tensor. A masked step leaves the
-            state unchanged and outputs zeros.
-        form: ``"auto"``, ``"parallel"``, ``"chunkwise"`` or
-            ``"recurrent"``; see ``resolve_form``. All give the same result.
+        q: queries, `(B, NH, T, DK)`.
+        k: keys, `(B, NH, T, DK)`, same dtype as `q` and `v`.
+        v: values, `(B, NH, T, DV)`.
+        input_gate: input gate pre-activations `i~`, `(B, NH, T)`.
+        forget_gate: forget gate pre-activations `f~`, `(B, NH, T)`.
+        initial_state: None (zeros) or `(C, n, m)` with shapes
+            `(B, NH, DK, DV)`, `(B, NH, DK)`, `(B, NH)` and the state
+            dtype (float32, or float64 for float64 inputs). Defaults to
+            `None`.
+        mask: None or a bool `(B, T)` tensor. A masked step leaves the
+            state unchanged and outputs zeros. Defaults to `None`.
+        form: `"auto"`, `"parallel"`, `"chunkwise"` or
+            `"recurrent"`; see `resolve_form`. All give the same result.
+            Defaults to `"auto"`.
         chunk_size: chunk size L of the chunkwise form, a positive int (T
-            need not be a multiple of it) or ``"auto"``, the size measured
+            need not be a multiple of it) or `"auto"`, the size measured
             fastest on this backend for the head size (see
-            ``resolve_chunk_size``). Defaults to ``"auto"``.
-        forget_gate_activation: ``"sigmoid"`` (the official xLSTM code) or
-            ``"exp"``.
-        eps: added to the read-out's denominator.
-        return_state: also return the final state.
+            `resolve_chunk_size`). Defaults to `"auto"`.
+        forget_gate_activation: `"sigmoid"` (the official xLSTM code) or
+            `"exp"`. Defaults to `"sigmoid"`.
+        eps: added to the read-out's denominator. Defaults to `1e-6`.
+        return_state: also return the final state. Defaults to `False`.
 
     Returns:
-        ``h`` of shape ``(B, NH, T, DV)`` in the dtype of ``v``; with
-        ``return_state``, ``(h, (C, n, m))`` with the state in the state
+        `h` of shape `(B, NH, T, DV)` in the dtype of `v`; with
+        `return_state`, `(h, (C, n, m))` with the state in the state
         dtype. Gates and states are computed in float32 (float64 for float64
         inputs) whatever the input dtype.
 
     Raises:
         ValueError: for a shape, rank or dtype mismatch, a non-positive
-            ``chunk_size``, or an unknown ``form`` or
-            ``forget_gate_activation``, before any computation.
+            `chunk_size`, or an unknown `form` or
+            `forget_gate_activation`, before any computation.
 
     Example:
 

@@ -1,7 +1,7 @@
-"""Generation speed of ``XLSTMCausalLM`` against KerasHub's
-``GPT2CausalLM`` of about the same size, on the current Keras backend.
+"""Generation speed of `XLSTMCausalLM` against KerasHub's
+`GPT2CausalLM` of about the same size, on the current Keras backend.
 
-Run ``python -m keras_mlstm.models.hub.generation_benchmark --help``.
+Run `python -m keras_mlstm.models.hub.generation_benchmark --help`.
 
 For each context length N, both models decode one token after N tokens of
 context, through the function KerasHub's `generate` loops over
@@ -15,7 +15,7 @@ context, through the function KerasHub's `generate` loops over
   tokens; the state's size does not depend on N.
 
 The two step functions are interleaved call by call (median of
-``--repeats`` calls after one compiling call); the prefill is timed once
+`--repeats` calls after one compiling call); the prefill is timed once
 for xLSTM at each context. Prints a table and writes JSON.
 """
 
@@ -63,7 +63,7 @@ def build_models(width, layers, heads, vocabulary, max_context):
 
 
 def count_parameters(model, embedding_names):
-    """``(all, outside the embeddings)`` parameter counts."""
+    """`(all, outside the embeddings)` parameter counts."""
     total = int(sum(np.prod(w.shape) for w in model.weights))
     embedding = sum(
         int(np.prod(w.shape))
@@ -74,7 +74,7 @@ def count_parameters(model, embedding_names):
 
 
 def no_grad(fn):
-    """``fn`` without autograd on PyTorch, as KerasHub's generate runs."""
+    """`fn` without autograd on PyTorch, as KerasHub's generate runs."""
     if keras.backend.backend() != "torch":
         return fn
     import torch

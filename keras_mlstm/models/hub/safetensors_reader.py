@@ -1,8 +1,8 @@
-"""Read ``.safetensors`` files into NumPy without ``torch`` (or the
-``safetensors`` package), tensor by tensor, bfloat16 included.
+"""Read `.safetensors` files into NumPy without `torch` (or the
+`safetensors` package), tensor by tensor, bfloat16 included.
 
 The format: an 8-byte little-endian header length, a JSON header mapping
-each name to ``{"dtype", "shape", "data_offsets"}``, then the raw
+each name to `{"dtype", "shape", "data_offsets"}`, then the raw
 little-endian bytes.
 """
 
@@ -26,7 +26,7 @@ _NUMPY_DTYPES = {
 
 
 def read_header(path):
-    """The JSON header of a safetensors file (without ``__metadata__``)
+    """The JSON header of a safetensors file (without `__metadata__`)
     and the offset where its data begins."""
     with open(path, "rb") as f:
         size_bytes = f.read(8)
@@ -91,5 +91,5 @@ class SafetensorsReader(collections.abc.Mapping):
         return len(self._where)
 
     def dtypes(self):
-        """The set of stored dtypes (e.g. ``{"BF16"}``)."""
+        """The set of stored dtypes (e.g. `{"BF16"}`)."""
         return {info["dtype"] for _, _, info in self._where.values()}

@@ -1,12 +1,12 @@
-"""Load Hugging Face ``transformers`` xLSTM checkpoints (``model_type``
-``"xlstm"``, ``xLSTMForCausalLM``, e.g. ``NX-AI/xLSTM-7b``) into the
+"""Load Hugging Face `transformers` xLSTM checkpoints (`model_type`
+`"xlstm"`, `xLSTMForCausalLM`, e.g. `NX-AI/xLSTM-7b`) into the
 KerasHub classes: config, weights (safetensors, one file or sharded) and
 the tokenizer. Works on a local directory or any handle KerasHub's
-``get_file`` reaches (``hf://...``, ``kaggle://...``).
+`get_file` reaches (`hf://...`, `kaggle://...`).
 
-KerasHub picks its own ``transformers`` converter from a fixed list of
-model types, with no way to register another; so the ``from_preset`` of
-each xLSTM class asks ``xlstm_loader`` first and hands anything else to
+KerasHub picks its own `transformers` converter from a fixed list of
+model types, with no way to register another; so the `from_preset` of
+each xLSTM class asks `xlstm_loader` first and hands anything else to
 KerasHub."""
 
 import json
@@ -29,7 +29,7 @@ TOKENIZER_FILE = "tokenizer.json"
 
 
 def xlstm_loader(preset):
-    """A loader for ``preset`` if it is a ``transformers`` xLSTM checkpoint,
+    """A loader for `preset` if it is a `transformers` xLSTM checkpoint,
     else None (a KerasHub preset, left to KerasHub)."""
     if not check_file_exists(preset, CONFIG_FILE):
         return None
@@ -40,15 +40,15 @@ def xlstm_loader(preset):
 
 
 def convert_backbone_config(config):
-    """``XLSTMBackbone`` arguments from a ``transformers`` ``xLSTMConfig``
-    dict (the official ``xLSTMLargeConfig``'s fields, under the same
+    """`XLSTMBackbone` arguments from a `transformers` `xLSTMConfig`
+    dict (the official `xLSTMLargeConfig`'s fields, under the same
     names); ValueError for settings the Keras blocks do not have."""
     return large_backbone_kwargs(types.SimpleNamespace(**config))
 
 
 def weight_files(preset):
     """Local paths of the checkpoint's safetensors files (fetched through
-    KerasHub's ``get_file`` where ``preset`` is remote)."""
+    KerasHub's `get_file` where `preset` is remote)."""
     if check_file_exists(preset, WEIGHTS_INDEX_FILE):
         with open(get_file(preset, WEIGHTS_INDEX_FILE)) as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
@@ -57,15 +57,15 @@ def weight_files(preset):
 
 
 def load_transformers_weights(backbone, state_dict):
-    """Assign a ``transformers`` ``xLSTMForCausalLM`` state dict (a mapping
-    of arrays) to a built ``XLSTMBackbone``; every entry must be used."""
+    """Assign a `transformers` `xLSTMForCausalLM` state dict (a mapping
+    of arrays) to a built `XLSTMBackbone`; every entry must be used."""
     load_language_model_weights(
         backbone, state_dict, "backbone.embeddings.weight", "backbone."
     )
 
 
 class TransformersXLSTMLoader(PresetLoader):
-    """KerasHub's ``PresetLoader`` for ``transformers`` xLSTM checkpoints."""
+    """KerasHub's `PresetLoader` for `transformers` xLSTM checkpoints."""
 
     def check_backbone_class(self):
         from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone

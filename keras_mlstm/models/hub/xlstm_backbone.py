@@ -1,5 +1,5 @@
-"""``XLSTMBackbone``: token ids to hidden states through a stack of mLSTM
-blocks, as a KerasHub ``Backbone``."""
+"""`XLSTMBackbone`: token ids to hidden states through a stack of mLSTM
+blocks, as a KerasHub `Backbone`."""
 
 import math
 
@@ -13,8 +13,8 @@ from keras_mlstm.models.stack import MLSTMStack
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class XLSTMBackbone(Backbone):
-    """The xLSTM language-model core: an embedding, ``num_layers`` mLSTM
-    blocks and a final norm (``MLSTMStack``).
+    """The xLSTM language-model core: an embedding, `num_layers` mLSTM
+    blocks and a final norm (`MLSTMStack`).
 
     The default constructor gives a randomly initialised model of any size;
     `from_preset` loads a saved one: a KerasHub preset directory, or a

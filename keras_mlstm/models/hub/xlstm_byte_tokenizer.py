@@ -1,4 +1,4 @@
-"""``XLSTMByteTokenizer``: UTF-8 bytes as tokens, for character-level
+"""`XLSTMByteTokenizer`: UTF-8 bytes as tokens, for character-level
 xLSTM language models."""
 
 import keras

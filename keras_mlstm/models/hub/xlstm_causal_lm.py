@@ -1,4 +1,4 @@
-"""``XLSTMCausalLM``: the xLSTM backbone with its output head, trained with
+"""`XLSTMCausalLM`: the xLSTM backbone with its output head, trained with
 `fit` and sampled with KerasHub's `generate` and samplers."""
 
 import keras

@@ -1,5 +1,5 @@
-"""``XLSTMCausalLMPreprocessor``: strings to the inputs and targets of an
-``XLSTMCausalLM``."""
+"""`XLSTMCausalLMPreprocessor`: strings to the inputs and targets of an
+`XLSTMCausalLM`."""
 
 import keras
 from keras_hub.models import CausalLMPreprocessor

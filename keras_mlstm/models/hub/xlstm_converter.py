@@ -1,7 +1,7 @@
-"""Language models of the official PyTorch ``xlstm`` package
-(``xLSTMLMModel`` of mLSTM blocks; the xLSTM 7B ``xLSTMLarge``) as
-``XLSTMBackbone`` arguments and weights. Only the module's config and
-state dict are read, so nothing here imports ``torch`` or ``xlstm``."""
+"""Language models of the official PyTorch `xlstm` package
+(`xLSTMLMModel` of mLSTM blocks; the xLSTM 7B `xLSTMLarge`) as
+`XLSTMBackbone` arguments and weights. Only the module's config and
+state dict are read, so nothing here imports `torch` or `xlstm`."""
 
 import numpy as np
 
@@ -13,8 +13,8 @@ from keras_mlstm.models.convert import to_float32
 
 
 def backbone_kwargs_from_xlstm(module):
-    """``(XLSTMBackbone kwargs, embedding key, stack prefix)`` for an
-    official ``xLSTMLMModel`` or ``xLSTMLarge``; ValueError naming the
+    """`(XLSTMBackbone kwargs, embedding key, stack prefix)` for an
+    official `xLSTMLMModel` or `xLSTMLarge`; ValueError naming the
     setting for configurations the Keras blocks do not have."""
     kind = type(module).__name__
     if kind not in ("xLSTMLarge", "xLSTMLMModel"):
@@ -50,9 +50,9 @@ def backbone_kwargs_from_xlstm(module):
 
 
 def large_backbone_kwargs(config):
-    """``XLSTMBackbone`` arguments for an xLSTM 7B configuration: the
-    official ``xLSTMLargeConfig`` or anything with its fields (the
-    ``transformers`` ``xLSTMConfig`` has them under the same names)."""
+    """`XLSTMBackbone` arguments for an xLSTM 7B configuration: the
+    official `xLSTMLargeConfig` or anything with its fields (the
+    `transformers` `xLSTMConfig` has them under the same names)."""
     if not config.add_out_norm:
         raise ValueError(
             "xLSTM 7B models without the output norm are not supported "
@@ -70,9 +70,9 @@ def large_backbone_kwargs(config):
 
 
 def load_language_model_weights(backbone, state_dict, embedding_key, prefix):
-    """Assign a language model's state dict to a built ``XLSTMBackbone``:
-    the embedding at ``embedding_key``, the blocks and final norm under
-    ``prefix``, and ``lm_head.weight`` (which must equal the embedding
+    """Assign a language model's state dict to a built `XLSTMBackbone`:
+    the embedding at `embedding_key`, the blocks and final norm under
+    `prefix`, and `lm_head.weight` (which must equal the embedding
     when the backbone ties them). Every entry must be used."""
     loader = StateDictLoader(state_dict)
     embedding = backbone.token_embedding

@@ -1,5 +1,5 @@
-"""``XLSTMTokenizer``: the byte-level BPE tokenizer of the xLSTM 7B
-checkpoints (GPT-NeoX's), built from a Hugging Face ``tokenizer.json``."""
+"""`XLSTMTokenizer`: the byte-level BPE tokenizer of the xLSTM 7B
+checkpoints (GPT-NeoX's), built from a Hugging Face `tokenizer.json`."""
 
 import json
 
@@ -117,9 +117,9 @@ class XLSTMTokenizer(BytePairTokenizer):
 
 
 def read_tokenizer_json(path):
-    """``(vocabulary, merges)`` of a Hugging Face ``tokenizer.json`` of a
+    """`(vocabulary, merges)` of a Hugging Face `tokenizer.json` of a
     byte-level BPE model, the added tokens in the vocabulary; ValueError
-    naming ``path`` for any other tokenizer."""
+    naming `path` for any other tokenizer."""
     with open(path, encoding="utf-8") as f:
         spec = json.load(f)
     model = spec.get("model", {})
