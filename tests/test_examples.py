@@ -1,10 +1,12 @@
-"""The README's main job (`examples/demo.py`) runs end to end in its
-`--smoke` mode on every backend."""
+"""The examples (`examples/`) run end to end in their `--smoke` mode on
+every backend, with checks of what each one shows (the distributed one,
+which starts its own JAX and TensorFlow processes, once)."""
 
 import importlib.util
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -169,3 +171,18 @@ def test_fine_tune_xlstm_smoke_converts_and_trains_only_adapters():
     assert out["frozen_change"] == 0.0  # LoRA froze every other weight
     assert all(np.isfinite(out["losses"]))
     assert out["sample"].startswith("def ")
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="starts its own JAX and TensorFlow processes whatever the backend "
+    "of the test run: run once, in the PyTorch run (the shortest)",
+)
+def test_distributed_training_smoke_matches_one_device():
+    out = load_example("distributed_training").main(["--smoke"])
+    # float32: sharded programs sum gradients in another order; over four
+    # epochs of Adam the losses drift by at most ~4e-7 relative (measured),
+    # bounded by 1e-4 as tests/test_distribution.py.
+    for run, difference in out["differences"].items():
+        assert difference < 1e-4, run
+    assert len(out["losses"]["processes"]) == 4
