@@ -13,7 +13,9 @@ them agree.
 The task (generated): classify sequences of 32 steps of 4 features by the
 sign of the sum of their first feature.
 
-Runtime: about 20 s on a 2-core CPU (JAX); `--smoke` runs in seconds.
+Runtime: about 30 s on a 2-core CPU (measured 29 s on JAX, 26 s on
+TensorFlow, 21 s on PyTorch; held-out accuracy 0.97-0.98, and the one-step
+check bitwise equal on all three); `--smoke` runs in seconds.
 Run: `KERAS_BACKEND=torch python examples/custom_training_loop.py`.
 """
 

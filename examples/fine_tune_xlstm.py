@@ -17,8 +17,11 @@ way (`XLSTMCausalLM.from_xlstm(module)` for an official `xlstm` module,
 checkpoint of xLSTM 7B; see docs/hub.md) and fine-tune as below.
 
 Needs the `hub` extra, `torch` and `xlstm` (all in the `test` extra).
-Runtime: about 2 minutes on a 2-core CPU (TensorFlow); `--smoke` runs in
-seconds. Run: `KERAS_BACKEND=tensorflow python examples/fine_tune_xlstm.py`.
+Runtime: about a minute on a 2-core CPU (TensorFlow; measured 58 s: logits
+within 4.7e-7 of the official model's, loss 4.70 -> 3.32 nats per byte
+over 20 epochs: random base weights teach the adapters little); `--smoke`
+runs in seconds.
+Run: `KERAS_BACKEND=tensorflow python examples/fine_tune_xlstm.py`.
 """
 
 import argparse
@@ -118,7 +121,7 @@ def main(argv=None):
 
     # 3. Fine-tune on raw strings.
     lm.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
+        optimizer=keras.optimizers.Adam(1e-2),
         sampler=keras_hub_sampler(args.seed),
     )
     history = lm.fit(
@@ -138,7 +141,11 @@ def main(argv=None):
     )
 
     # 4. Generate.
-    sample = lm.generate("def ", max_length=args.sequence_length)
+    # Byte 0 is the tokenizer's end token: generate the full length
+    # rather than stop at it, and drop it from the text.
+    sample = lm.generate(
+        "def ", max_length=args.sequence_length, stop_token_ids=None
+    ).replace("\x00", "")
     print(f"\nsample:\n{sample}")
     return {
         "logit_error": logit_error,

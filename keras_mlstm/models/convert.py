@@ -375,7 +375,24 @@ def from_xlstm(module):
 
     Example:
 
-    >>> callable(from_xlstm)  # from_xlstm(official_module) -> Keras object
+    >>> import keras, numpy as np, torch
+    >>> from xlstm.blocks.mlstm.block import mLSTMBlock, mLSTMBlockConfig
+    >>> from xlstm.blocks.mlstm.layer import mLSTMLayerConfig
+    >>> config = mLSTMBlockConfig(
+    ...     mlstm=mLSTMLayerConfig(
+    ...         embedding_dim=32, context_length=16, num_heads=2
+    ...     ),
+    ...     _num_blocks=1,
+    ... )
+    >>> config.__post_init__()
+    >>> official = mLSTMBlock(config).eval()
+    >>> block = from_xlstm(official)  # an MLSTMBlock with its weights
+    >>> x = np.random.default_rng(0).normal(size=(2, 16, 32))
+    >>> x = x.astype("float32")
+    >>> with torch.no_grad():
+    ...     expected = official(torch.from_numpy(x)).numpy()
+    >>> ours = keras.ops.convert_to_numpy(block(x))
+    >>> bool(np.allclose(ours, expected, atol=1e-5))
     True
 
     References:
