@@ -311,17 +311,19 @@ def train(name, model, args, train_ids, val):
         shuffle=False,  # the batches are random windows already
         verbose=0,
     )
-    final = evaluate_bits(model, val, args.batch_size)
+    # `fit` validates at the end of the epoch it stopped in, so the last
+    # point of the curve is the final model's.
+    seconds, steps, final = clock.curve[-1]
     print(
-        f"{name}: {clock.done} steps in {clock.elapsed():.0f} s (first "
-        f"step, compilation included: {clock.first_step:.1f} s); "
-        f"validation {final:.3f} bits/byte"
+        f"{name}: {steps} steps in {seconds:.0f} s (first step, compilation "
+        f"included: {clock.first_step:.1f} s); validation {final:.3f} "
+        "bits/byte"
     )
     return {
-        "steps": clock.done,
+        "steps": steps,
         "bits": final,
         "curve": clock.curve,
-        "seconds": clock.elapsed(),
+        "seconds": seconds,
         "first_step": clock.first_step,
     }
 

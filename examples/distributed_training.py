@@ -35,6 +35,7 @@ Run: `python examples/distributed_training.py`.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -70,37 +71,34 @@ def train(args, process_id=None):
         keras.distribution.set_distribution(
             keras.distribution.ModelParallel(layout_map=layout)
         )
-    scope = None
+    scope = contextlib.nullcontext()
     if args.run == "tensorflow" and args.devices == 2:
         import tensorflow as tf
 
         scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
-        scope.__enter__()
-
-    tokens = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(32, args.width, name="embedding")(tokens)
-    x = keras_mlstm.MLSTMStack(2, num_heads=2, seed=0, name="stack")(x)
-    model = keras.Model(tokens, keras.layers.Dense(32, name="head")(x))
-    model.compile(
-        keras.optimizers.Adam(1e-2),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    data = np.random.default_rng(0).integers(0, 32, size=(16, args.length))
-    inputs, targets = data[:, :-1], data[:, 1:]
-    batch = 16
-    if process_id is not None:  # this process's half of every batch
-        inputs, targets = inputs[process_id::2], targets[process_id::2]
-        batch = 8
-    history = model.fit(
-        inputs,
-        targets,
-        batch_size=batch,
-        epochs=EPOCHS,
-        shuffle=False,
-        verbose=0,
-    )
-    if scope is not None:
-        scope.__exit__(None, None, None)
+    with scope:
+        tokens = keras.Input((None,), dtype="int32")
+        x = keras.layers.Embedding(32, args.width, name="embedding")(tokens)
+        x = keras_mlstm.MLSTMStack(2, num_heads=2, seed=0, name="stack")(x)
+        model = keras.Model(tokens, keras.layers.Dense(32, name="head")(x))
+        model.compile(
+            keras.optimizers.Adam(1e-2),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        data = np.random.default_rng(0).integers(0, 32, size=(16, args.length))
+        inputs, targets = data[:, :-1], data[:, 1:]
+        batch = 16
+        if process_id is not None:  # this process's half of every batch
+            inputs, targets = inputs[process_id::2], targets[process_id::2]
+            batch = 8
+        history = model.fit(
+            inputs,
+            targets,
+            batch_size=batch,
+            epochs=EPOCHS,
+            shuffle=False,
+            verbose=0,
+        )
     return history.history["loss"]
 
 

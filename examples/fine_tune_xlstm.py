@@ -31,6 +31,7 @@ import sysconfig
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras  # noqa: E402
+import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from xlstm.blocks.mlstm.block import mLSTMBlockConfig  # noqa: E402
@@ -122,7 +123,7 @@ def main(argv=None):
     # 3. Fine-tune on raw strings.
     lm.compile(
         optimizer=keras.optimizers.Adam(1e-2),
-        sampler=keras_hub_sampler(args.seed),
+        sampler=keras_hub.samplers.TopKSampler(k=5, seed=args.seed),
     )
     history = lm.fit(
         text_pieces(args.sequence_length, args.pieces),
@@ -153,12 +154,6 @@ def main(argv=None):
         "losses": losses,
         "sample": sample,
     }
-
-
-def keras_hub_sampler(seed):
-    import keras_hub
-
-    return keras_hub.samplers.TopKSampler(k=5, seed=seed)
 
 
 if __name__ == "__main__":

@@ -92,9 +92,7 @@ def main(argv=None):
         f"mean squared error of the forecast {error:.2e} "
         f"(variance of the target {float(np.var(y_long)):.2e})"
     )
-    for layer in twin.layers:
-        if hasattr(layer, "reset_states"):
-            layer.reset_states()  # ready for the next stream
+    twin.layers[0].reset_state()  # the MLSTM, ready for the next stream
     return {"loss": history.history["loss"][-1], "difference": difference}
 
 
