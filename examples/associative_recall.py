@@ -157,7 +157,7 @@ def main(argv=None):
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.pairs, args.width, args.examples, args.epochs = [2, 4], 16, 32, 1
+        args.pairs, args.width, args.examples, args.epochs = [2], 16, 32, 1
     os.makedirs(args.output_dir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
 

@@ -71,10 +71,13 @@ def main(argv=None):
     parser.add_argument("--examples", type=int, default=4000)
     parser.add_argument("--units", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--probes", type=int, default=16, help="sequences checked for padding"
+    )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.epochs, args.examples, args.units = 1, 64, 8
+        args.epochs, args.examples, args.units, args.probes = 1, 64, 8, 4
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
@@ -94,7 +97,7 @@ def main(argv=None):
 
     # The same sequences alone, in their padded batch, and padded to 3x
     # the longest: the predictions must agree.
-    probe = test_sequences[:16]
+    probe = test_sequences[: args.probes]
     alone = np.concatenate(
         [model.predict_on_batch(np.array([s])) for s in probe]
     )

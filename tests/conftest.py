@@ -9,16 +9,31 @@ that feed float64 into Keras carry the `float64` mark, and on JAX run with
 64-bit mode on for their duration only (`jax.enable_x64`).
 """
 
-import keras
-import pytest
+import os
+
+# Under pytest-xdist each worker takes its share of the cores for its
+# backend's thread pools: two workers of two threads each on two cores
+# oversubscribe them (measured on 2 cores: the TensorFlow run 301 -> 282 s,
+# the PyTorch run 236 -> 190 s). Set before Keras imports its backend;
+# an explicit setting in the environment wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _NAME in (
+        "OMP_NUM_THREADS",
+        "TF_NUM_INTRAOP_THREADS",
+        "TF_NUM_INTEROP_THREADS",
+    ):
+        os.environ.setdefault(_NAME, _THREADS)
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
 
 # Hypothesis profiles: "ci" (the default, a bounded number of examples per
 # property so that the three-backend suite stays fast) and "thorough" (the
 # documented longer run: `HYPOTHESIS_PROFILE=thorough`, see
 # docs/reliability.md).
 try:
-    import os
-
     from hypothesis import HealthCheck
     from hypothesis import settings
 
@@ -57,26 +72,31 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers",
-        "jax_slow: compile-bound on JAX (its eager mode compiles every new "
-        "shape): on JAX in the slow tier, on the other backends in the "
-        "default run",
+        "slow_on(*backends): in the slow tier on the backends named, in the "
+        "default run on the others (repeats of covered code paths, or the "
+        "slowest tests of a backend's default run)",
     )
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """On JAX, `jax_slow` tests join the slow tier (before `-m` selects).
+    """`slow_on(...)` tests join the slow tier on the backends they name
+    (before `-m` selects).
 
-    They repeat, through the docs, the benchmark CLI, real
-    processes or ported suites, code paths that the JAX default run covers
-    directly, or they are the slowest tests of the JAX default run
-    (docs/reliability.md, "Test tiers"); TensorFlow and PyTorch run them
-    by default.
+    They repeat code paths that the backend's default run covers directly
+    (through the docs, the benchmark command line, real processes or
+    ported suites), or they are the slowest tests of that backend's
+    default run (docs/reliability.md, "Test tiers"); the other backends
+    run them by default.
     """
-    if keras.backend.backend() != "jax":
-        return
+    backend = keras.backend.backend()
     for item in items:
-        if item.get_closest_marker("jax_slow") is not None:
+        names = {
+            name
+            for marker in item.iter_markers("slow_on")
+            for name in marker.args
+        }
+        if backend in names:
             item.add_marker(pytest.mark.slow)
 
 

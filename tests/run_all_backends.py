@@ -1,10 +1,15 @@
-"""Lint, then run the test suite once per Keras backend.
+"""Lint, run the test suite once per Keras backend, then once more under
+the lowest Keras that `pyproject.toml` allows.
 
 Keras fixes its backend at import, so each backend gets its own pytest
-process. Exits non-zero if ruff or any backend fails, or if a backend ran no
-test. The last line sums the three runs.
+process. The lowest Keras (the `keras>=X` floor, installed without its
+dependencies into `.keras-floor/`, which leads `PYTHONPATH`) runs the
+suite but `FLOOR_IGNORED` on PyTorch, the backend that runs it fastest.
+Exits non-zero if ruff or any run fails, or if a run ran no test. The
+last line sums the runs.
 
 Usage: python tests/run_all_backends.py [extra pytest arguments]
+(extra arguments go to the three backend runs, not the floor run).
 """
 
 import os
@@ -12,15 +17,80 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 
 BACKENDS = ("tensorflow", "jax", "torch")
 WORKERS = os.environ.get("KERAS_MLSTM_TEST_WORKERS", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?)")
+# The floor run leaves out what needs KerasHub (`keras-hub` itself
+# requires a newer Keras, so pip never pairs it with the floor), the
+# examples (they end in KerasHub, or start their own processes), and the
+# benchmark and long-sequence op tests (timing and arithmetic, no Keras
+# API beyond `keras.ops`; 20 s of the run).
+FLOOR_IGNORED = (
+    "tests/test_hub.py",
+    "tests/test_hub_transformers.py",
+    "tests/test_hub_xlstm.py",
+    "tests/test_docs.py",
+    "tests/test_examples.py",
+    "tests/test_benchmark.py",
+    "tests/test_ops_robustness.py",
+)
 
 
-def run_pytest(backend, extra):
+def keras_floor():
+    """The lowest Keras version the package allows, from `pyproject.toml`
+    (`keras>=3.10` -> "3.10.0")."""
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        dependencies = tomllib.load(f)["project"]["dependencies"]
+    for requirement in dependencies:
+        match = re.fullmatch(r"keras>=([\d.]+)", requirement.replace(" ", ""))
+        if match:
+            parts = match.group(1).split(".")
+            return ".".join((parts + ["0", "0"])[:3])
+    raise SystemExit(f"no keras>=X requirement in {dependencies}")
+
+
+def install_keras(version):
+    """Keras `version` alone (its dependencies are the newest Keras's,
+    already installed) in a folder of its own; returns the folder."""
+    target = os.path.join(ROOT, ".keras-floor", version)
+    if not os.path.isdir(os.path.join(target, "keras")):
+        subprocess.check_call(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "--target",
+                target,
+                f"keras=={version}",
+            ]
+        )
+    return target
+
+
+def check_keras_version(path, version):
+    """Fails unless Python, with `path` leading its path, imports Keras
+    `version`."""
+    found = subprocess.check_output(
+        [sys.executable, "-c", "import keras; print(keras.__version__)"],
+        env=dict(os.environ, PYTHONPATH=path, KERAS_BACKEND="jax"),
+        text=True,
+    ).strip()
+    if found != version:
+        raise SystemExit(f"{path} gives keras {found}, not {version}")
+
+
+def run_pytest(backend, extra, pythonpath=None, label=None):
     env = dict(os.environ, KERAS_BACKEND=backend)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [pythonpath, *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
     # Two workers: JAX's eager mode spends most of its time compiling small
     # programs, which a second process overlaps. Whole files per worker
     # (`loadfile`): the tests of a file share shapes, so each program is
@@ -35,10 +105,14 @@ def run_pytest(backend, extra):
         WORKERS,
         "--dist",
         "loadfile",
-        "tests",
         *extra,
     ]
-    print(f"\n=== KERAS_BACKEND={backend}: {' '.join(command)}", flush=True)
+    label = label or backend
+    where = f"PYTHONPATH={pythonpath} " if pythonpath else ""
+    print(
+        f"\n=== {label}: {where}KERAS_BACKEND={backend} {' '.join(command)}",
+        flush=True,
+    )
     start = time.time()
     process = subprocess.Popen(
         command,
@@ -58,7 +132,7 @@ def run_pytest(backend, extra):
     for number, kind in COUNT.findall(last):
         counts["errors" if kind.startswith("error") else kind] += int(number)
     seconds = time.time() - start
-    print(f"=== {backend}: exit {process.returncode}, {seconds:.0f}s")
+    print(f"=== {label}: exit {process.returncode}, {seconds:.0f}s")
     return process.returncode, counts
 
 
@@ -67,24 +141,35 @@ def main():
     fmt = subprocess.call(
         [sys.executable, "-m", "ruff", "format", "--check", ROOT]
     )
+    floor = keras_floor()
+    runs = [
+        (backend, backend, ["tests", *sys.argv[1:]], None)
+        for backend in BACKENDS
+    ]
+    floor_arguments = ["tests", *(f"--ignore={p}" for p in FLOOR_IGNORED)]
+    runs.append((f"keras {floor}", "torch", floor_arguments, floor))
     totals = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
-    failed_backends = []
-    for backend in BACKENDS:
-        code, counts = run_pytest(backend, sys.argv[1:])
+    failed_runs = []
+    for label, backend, arguments, keras_version in runs:
+        path = None
+        if keras_version is not None:
+            path = install_keras(keras_version)
+            check_keras_version(path, keras_version)
+        code, counts = run_pytest(backend, arguments, path, label)
         for kind, number in counts.items():
             totals[kind] += number
         if code != 0 or counts["passed"] == 0:
-            failed_backends.append(backend)
+            failed_runs.append(label)
     if lint or fmt:
         print("ruff found problems (see above)")
-    if failed_backends:
-        print(f"failing backends: {', '.join(failed_backends)}")
+    if failed_runs:
+        print(f"failing runs: {', '.join(failed_runs)}")
     failed = totals["failed"] + totals["errors"]
     print(
         f"total: {totals['passed']} passed, {failed} failed, "
         f"{totals['skipped']} skipped"
     )
-    return 1 if (lint or fmt or failed_backends) else 0
+    return 1 if (lint or fmt or failed_runs) else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ result is a value (`ACCEPTED`) are checked for that value instead.
 
 import numpy as np
 import pytest
+from utils import KERAS_VERSION
 
 import keras_mlstm
 from keras_mlstm import MLSTM
@@ -193,9 +194,14 @@ CASES = [
     ("num_blocks", lambda: MLSTMStack(0)),
     ("block_variant", lambda: MLSTMStack(2, block_variant="slstm")),
     ("dropout", lambda: MLSTMStack(2, block_variant="large", dropout=0.1)),
-    (
+    pytest.param(
         "initial_state",
         call(lambda: MLSTMStack(2, num_heads=2), X, initial_state=[None]),
+        marks=pytest.mark.skipif(
+            KERAS_VERSION < (3, 13),
+            reason="before Keras 3.13, Layer.__call__ reads the None in "
+            "initial_state itself (AttributeError) before the stack's check",
+        ),
     ),
     # models, conversion, small layers
     ("task", lambda: build_mlstm_model("translation", vocab_size=10)),
@@ -264,7 +270,9 @@ def test_the_table_covers_the_public_api():
 
 
 @pytest.mark.parametrize(
-    "argument,make", CASES, ids=[f"{i}-{c[0]}" for i, c in enumerate(CASES)]
+    "argument,make",
+    CASES,
+    ids=[f"{i}-{getattr(c, 'values', c)[0]}" for i, c in enumerate(CASES)],
 )
 def test_bad_input_is_named_before_compute(argument, make, no_computation):
     with pytest.raises(ValueError) as info:

@@ -72,7 +72,7 @@ def test_forms_agree():
 
 
 @pytest.mark.parametrize("cuts", [(7, 12), tuple(range(1, T))])
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_pieces_equal_one_pass(cuts):
     """Carrying [C, n, m, conv] across calls, down to one step per call
     (generation), gives the outputs and final state of one pass."""

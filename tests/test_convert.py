@@ -21,7 +21,7 @@ from keras_mlstm import from_xlstm
 from keras_mlstm import load_xlstm_weights
 from keras_mlstm import xlstm_state_dict
 
-pytestmark = pytest.mark.jax_slow
+pytestmark = pytest.mark.slow_on("jax")
 
 torch = pytest.importorskip("torch")
 xlstm = pytest.importorskip("xlstm")

@@ -89,7 +89,15 @@ print(json.dumps({"single": single, "data": data, "model": model,
     keras.backend.backend() != "jax",
     reason="keras.distribution runs on the JAX backend",
 )
-@pytest.mark.parametrize("variant", ["mlstm", "large"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        # examples/distributed_training.py trains this variant the same
+        # ways (tests/test_examples.py), and across processes too.
+        pytest.param("mlstm", marks=pytest.mark.slow_on("jax")),
+        "large",
+    ],
+)
 def test_data_and_model_parallel_match_single_device(variant):
     env = dict(
         os.environ,

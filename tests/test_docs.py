@@ -1,13 +1,16 @@
 """The Python code blocks of the README and docs run as written, each one
-alone in a fresh namespace (a reader may paste any one of them), on every
-backend, so the docs stay true to the code."""
+alone in a fresh namespace (a reader may paste any one of them), so the
+docs stay true to the code. The blocks name no backend: the default run
+runs them on PyTorch (the backend that runs them fastest); JAX and
+TensorFlow run them in the slow tier, their code paths being tested
+directly on every backend."""
 
 import os
 import re
 
 import pytest
 
-pytestmark = pytest.mark.jax_slow
+pytestmark = pytest.mark.slow_on("jax", "tensorflow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + [

@@ -69,7 +69,7 @@ def greedy_without_cache(lm, inputs):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_greedy_generation_equals_full_forward(variant):
     lm = small_lm(variant)
     lm.compile(sampler="greedy")
@@ -186,7 +186,7 @@ def test_byte_preprocessor_packs_shifted_targets():
     np.testing.assert_array_equal(to_numpy(weight), [[1, 1, 1, 1, 0, 0]])
 
 
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_fit_on_strings_lowers_the_loss_and_generates_text():
     keras.utils.set_random_seed(1)
     backbone = XLSTMBackbone(
@@ -217,7 +217,7 @@ def test_preset_round_trip(variant, tmp_path):
 
 
 @pytest.mark.parametrize("variant,targets", [("large", 2), ("mlstm", 1)])
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_lora_trains_only_the_adapters(variant, targets):
     """The default targets: q and v of "large" blocks, up of "mlstm" ones."""
     lm = small_lm(variant)
@@ -241,7 +241,7 @@ def test_lora_trains_only_the_adapters(variant, targets):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_int8_generation_stays_close_to_float(variant):
     """int8 weights (per-channel scales) of the projections and embedding:
     logits within 10 % of float (measured 3.7 % "large", 2.2 % "mlstm" on
@@ -276,7 +276,7 @@ def test_public_api_documented_registered_and_examples_run(name):
     assert runner.failures == 0
 
 
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_generation_benchmark_rows():
     """The generation benchmark runs both models; GPT-2's cache grows with
     the context, the xLSTM state does not."""

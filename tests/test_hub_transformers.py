@@ -124,7 +124,7 @@ def greedy(lm, ids, total):
     return to_numpy(lm.generate(inputs, stop_token_ids=None)["token_ids"])
 
 
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_logits_and_greedy_generation_match_transformers(checkpoint):
     directory, (ids, logits, generated) = checkpoint
     lm = XLSTMCausalLM.from_preset(directory)

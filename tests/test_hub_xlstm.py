@@ -24,7 +24,7 @@ from xlstm.xlstm_lm_model import xLSTMLMModelConfig  # noqa: E402
 
 from keras_mlstm.models.hub import XLSTMCausalLM  # noqa: E402
 
-pytestmark = pytest.mark.jax_slow
+pytestmark = pytest.mark.slow_on("jax")
 
 
 def official_logits(official, tokens):

@@ -54,7 +54,7 @@ from utils import to_numpy
 
 from keras_mlstm import MLSTM
 
-pytestmark = pytest.mark.jax_slow
+pytestmark = pytest.mark.slow_on("jax")
 
 BACKEND = keras.backend.backend()
 # Each backend's run loads a file saved under the next one, so that across

@@ -84,7 +84,7 @@ def garbage_like(shape, seed=0):
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_padded_steps_reach_no_output_state_or_gradient(name):
     """Issue #9 item 1, for every layer and block: padding holding NaN,
     +-inf and +-3e38 gives bitwise the outputs and gradients (inputs and

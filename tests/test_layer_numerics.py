@@ -139,7 +139,7 @@ def test_layer_matches_reference(config, dtype, tolerance, masked):
         ("float32", 5e-3),
     ],
 )
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_forms_give_same_outputs_and_gradients(dtype, tolerance):
     x = data(length=70, dtype=dtype)
     results = {}
@@ -172,7 +172,7 @@ def test_forms_give_same_outputs_and_gradients(dtype, tolerance):
 
 
 @pytest.mark.parametrize("form", ["auto", "chunkwise", "recurrent"])
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_stateful_pieces_equal_one_pass(form):
     x = data(length=30)
     full = make_layer(units=8, num_heads=2, return_sequences=True)
@@ -216,7 +216,7 @@ def padded_batch(lengths, left):
 
 @pytest.mark.parametrize("left", [False, True])
 @pytest.mark.parametrize("go_backwards", [False, True])
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_padded_batch_equals_unpadded_runs(left, go_backwards):
     lengths = [9, 4, 13]
     sequences, x, mask = padded_batch(lengths, left)
@@ -238,7 +238,7 @@ def test_padded_batch_equals_unpadded_runs(left, go_backwards):
                 assert relative_error(batch_out[b], alone) < 1e-5
 
 
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_masking_after_embedding_mask_zero():
     tokens = np.array([[3, 5, 2, 0, 0], [4, 1, 0, 0, 0]])
     embed = keras.layers.Embedding(10, D, mask_zero=True)
@@ -259,7 +259,7 @@ def test_masked_steps_repeat_last_output_by_default():
 
 
 @pytest.mark.parametrize("return_sequences", [False, True])
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_bidirectional_with_mask_and_state(return_sequences):
     sequences, x, mask = padded_batch([7, 3, 10], left=False)
     bidirectional = keras.layers.Bidirectional(

@@ -61,7 +61,7 @@ def sample_input():
     return x
 
 
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_keras_file_round_trip(tmp_path):
     model = build_model()
     x = sample_input()
@@ -70,10 +70,17 @@ def test_keras_file_round_trip(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(to_numpy(loaded(x)), expected)
-    # Through JSON: Keras reloads some tuples as lists.
-    assert json.dumps(loaded.get_config(), sort_keys=True) == json.dumps(
-        model.get_config(), sort_keys=True
-    )
+    # Every layer's config, through JSON (Keras reloads some tuples as
+    # lists). Layer by layer: the model's graph names the ops Keras creates
+    # itself (the mask's `any`), and Keras before 3.11 renames those on
+    # loading into a process that already holds the name (`any_1`).
+    assert [layer.name for layer in loaded.layers] == [
+        layer.name for layer in model.layers
+    ]
+    for layer, reloaded in zip(model.layers, loaded.layers, strict=True):
+        assert json.dumps(reloaded.get_config(), sort_keys=True) == (
+            json.dumps(layer.get_config(), sort_keys=True)
+        ), layer.name
 
 
 def test_stateful_state_is_not_saved_and_can_be_carried_over(tmp_path):

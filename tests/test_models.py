@@ -71,7 +71,7 @@ def test_stack_in_sequential_learns_with_fit():
     assert model.evaluate(x, y, verbose=0) < first / 5
 
 
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_stack_state_pieces_equal_one_pass():
     stack = MLSTMStack(2, num_heads=2, seed=1)
     x = np.random.default_rng(1).normal(size=(2, 11, 32)).astype("float32")
@@ -85,7 +85,7 @@ def test_stack_state_pieces_equal_one_pass():
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_classifier_with_padding_learns(pooling):
     """Classify the sign of the sum of a zero-padded token sequence."""
     keras.utils.set_random_seed(0)
@@ -212,6 +212,9 @@ def test_classifier_loads_under_other_backend(other, tmp_path):
     ],
     ids=["block", "large_block", "MLSTM", "mLSTM"],
 )
+# A TensorFlow graph question; JAX fits and predicts at unknown lengths
+# throughout its default run.
+@pytest.mark.slow_on("jax")
 def test_layers_trace_with_unknown_batch_and_length(make):
     """``fit`` and ``predict`` trace with the batch and time axes unknown
     (TensorFlow builds a graph then: static head sizes must survive)."""

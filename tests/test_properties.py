@@ -290,7 +290,7 @@ def test_layer_properties(case):
 
 
 @given(layer_cases())
-@pytest.mark.jax_slow
+@pytest.mark.slow_on("jax")
 def test_block_properties(case):
     x, mask = case["x"], case["mask"]
     x = np.concatenate([x, x[..., :2]], axis=-1)  # 8 features: 2 heads fit

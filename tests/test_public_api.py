@@ -41,6 +41,7 @@ def test_docstring_sections(name):
 
 
 @pytest.mark.parametrize("name", PUBLIC)
+@pytest.mark.slow_on("jax")
 def test_docstring_examples_run(name):
     obj = getattr(keras_mlstm, name)
     finder = doctest.DocTestFinder(recurse=False)

@@ -20,7 +20,7 @@ from utils import value_and_grad
 from keras_mlstm import MLSTM
 from keras_mlstm import mLSTM
 
-pytestmark = pytest.mark.jax_slow
+pytestmark = pytest.mark.slow_on("jax")
 
 
 def random_inputs(seed, shape):

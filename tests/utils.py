@@ -11,6 +11,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FORMS = ("parallel", "chunkwise", "recurrent")
 
+# (major, minor) of the Keras under test: the newest, or the lowest that
+# `pyproject.toml` allows in the floor run of `tests/run_all_backends.py`.
+KERAS_VERSION = tuple(int(part) for part in keras.version().split(".")[:2])
+
 # Gate regimes: ``normal`` is a trained model's range (forget gate open,
 # input gate near zero), ``strong`` saturates both gates, ``exp`` uses the
 # exponential forget gate, whose log can be positive (the memory grows).
