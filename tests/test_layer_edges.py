@@ -58,10 +58,11 @@ def mask_with_holes():
     return mask
 
 
-def outputs_and_gradients(layer, x, mask, weights):
-    """`layer(x, mask)` and the gradients of `sum(y * weights)` with
-    respect to `x` and to every trainable weight, with the backend's own
-    autodiff (through `stateless_call`)."""
+def outputs_and_gradients(layer, inputs, mask, weights):
+    """For each `x` of `inputs`: `layer(x, mask)` and the gradients of
+    `sum(y * weights)` with respect to `x` and to every trainable weight,
+    with the backend's own autodiff (through `stateless_call`). One loss
+    function serves every `x`, so JAX compiles it once."""
     trainable = [to_numpy(v) for v in layer.trainable_variables]
     others = [to_numpy(v) for v in layer.non_trainable_variables]
 
@@ -72,8 +73,11 @@ def outputs_and_gradients(layer, x, mask, weights):
         total = keras.ops.sum(y * keras.ops.convert_to_tensor(weights))
         return total, y
 
-    (_, y), grads = value_and_grad(loss, [x, *trainable], has_aux=True)
-    return y, grads
+    results = []
+    for x in inputs:
+        (_, y), grads = value_and_grad(loss, [x, *trainable], has_aux=True)
+        results.append((y, grads))
+    return results
 
 
 def garbage_like(shape, seed=0):
@@ -99,8 +103,9 @@ def test_padded_steps_reach_no_output_state_or_gradient(name):
     out_shape = tuple(layer(clean, mask=mask).shape)
     weights = np.random.default_rng(2).normal(size=out_shape)
     weights = weights.astype("float32")
-    y_clean, grads_clean = outputs_and_gradients(layer, clean, mask, weights)
-    y, grads = outputs_and_gradients(layer, dirty, mask, weights)
+    (y_clean, grads_clean), (y, grads) = outputs_and_gradients(
+        layer, [clean, dirty], mask, weights
+    )
     np.testing.assert_array_equal(y, y_clean)
     assert np.all(np.isfinite(y))
     for index, (g, g_clean) in enumerate(zip(grads, grads_clean, strict=True)):
@@ -115,8 +120,21 @@ CAUSAL = {
 }
 
 
-@pytest.mark.parametrize("name", list(CAUSAL))
-@pytest.mark.parametrize("garbage", ["non-finite", "random"])
+def causal_cases():
+    """(garbage, name) pairs. On JAX the blocks' random-garbage cases are
+    in the slow tier: their non-finite cases stay (a leak of a later step
+    turns an earlier output NaN), and MLSTM keeps both."""
+    for garbage in ("non-finite", "random"):
+        for name in CAUSAL:
+            marks = ()
+            if garbage == "random" and name != "MLSTM":
+                marks = pytest.mark.slow_on("jax")
+            yield pytest.param(
+                name, garbage, marks=marks, id=f"{garbage}-{name}"
+            )
+
+
+@pytest.mark.parametrize(("name", "garbage"), causal_cases())
 def test_outputs_and_gradients_are_causal(name, garbage):
     """Issue #9 item 2, for the layers and blocks: the outputs up to step t
     and their gradients with respect to the inputs up to t and to every
@@ -135,9 +153,8 @@ def test_outputs_and_gradients_are_causal(name, garbage):
     layer(x)
     weights = np.zeros(tuple(layer(x).shape), "float32")
     weights[:, : t + 1] = 1.0
-    y, grads = outputs_and_gradients(layer, x, None, weights)
-    y_changed, grads_changed = outputs_and_gradients(
-        layer, changed, None, weights
+    (y, grads), (y_changed, grads_changed) = outputs_and_gradients(
+        layer, [x, changed], None, weights
     )
     np.testing.assert_array_equal(y_changed[:, : t + 1], y[:, : t + 1])
     if garbage != "random":

@@ -127,10 +127,21 @@ def value_and_grad(fn, args, has_aux=False):
     if backend == "jax":
         import jax
 
-        grad_fn = jax.value_and_grad(
-            fn, argnums=tuple(range(len(args))), has_aux=has_aux
+        # One compiled function per `fn`, kept on it: a test that passes
+        # the same `fn` again with new arrays of the same shapes reuses the
+        # compiled program.
+        compiled_fns = getattr(fn, "__dict__", {}).setdefault(
+            "_value_and_grad", {}
         )
-        value, grads = jax.jit(grad_fn)(*[jax.numpy.asarray(a) for a in args])
+        key = (len(args), has_aux)
+        if key not in compiled_fns:
+            compiled_fns[key] = jax.jit(
+                jax.value_and_grad(
+                    fn, argnums=tuple(range(len(args))), has_aux=has_aux
+                )
+            )
+        grad_fn = compiled_fns[key]
+        value, grads = grad_fn(*[jax.numpy.asarray(a) for a in args])
     elif backend == "tensorflow":
         import tensorflow as tf
 
