@@ -1,6 +1,11 @@
 """The examples (`examples/`) run end to end in their `--smoke` mode on
 every backend, with checks of what each one shows (the distributed one,
-which starts its own JAX and TensorFlow processes, once)."""
+which starts its own JAX and TensorFlow processes, once).
+
+On JAX, where each smoke run is mostly compilation (8 to 29 s each), the
+default run keeps the main job (`demo.py`) and the JAX-specific custom
+training loop; the other smoke runs are `slow_on("jax")`, in JAX's slow
+tier (TensorFlow and PyTorch run them by default)."""
 
 import importlib.util
 import math
@@ -65,6 +70,7 @@ def test_demo_lstm_parameter_count_matches_the_built_model():
     assert model.count_params() == demo.lstm_parameters(24, 16)
 
 
+@pytest.mark.slow_on("jax")
 def test_text_classification_smoke_padding_changes_no_prediction():
     example = load_example("text_classification")
     out = example.main(["--smoke"])
@@ -74,6 +80,7 @@ def test_text_classification_smoke_padding_changes_no_prediction():
     assert 0.0 <= out["accuracy"] <= 1.0
 
 
+@pytest.mark.slow_on("jax")
 def test_stateful_streaming_smoke_equals_one_pass():
     example = load_example("stateful_streaming")
     out = example.main(["--smoke"])
@@ -101,6 +108,7 @@ def test_seq2seq_step_decoder_matches_teacher_forcing():
         )
 
 
+@pytest.mark.slow_on("jax")
 def test_seq2seq_smoke_runs():
     out = load_example("seq2seq").main(["--smoke"])
     assert 0.0 <= out["accuracy"] <= 1.0
@@ -116,6 +124,7 @@ def test_custom_training_loop_smoke_matches_train_on_batch():
     assert all(np.isfinite(out["losses"]))
 
 
+@pytest.mark.slow_on("jax")
 def test_time_series_forecasting_smoke_writes_the_plot(tmp_path):
     example = load_example("time_series_forecasting")
     out = example.main(["--smoke", "--output-dir", str(tmp_path)])
@@ -150,6 +159,7 @@ def test_associative_recall_data_asks_for_the_paired_values():
     assert weights[:, :16].sum() == 0 and weights[:, 16:].min() == 1
 
 
+@pytest.mark.slow_on("jax")
 def test_associative_recall_smoke_runs_every_model(tmp_path):
     example = load_example("associative_recall")
     out = example.main(["--smoke", "--output-dir", str(tmp_path)])
@@ -160,6 +170,7 @@ def test_associative_recall_smoke_runs_every_model(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow_on("jax")
 def test_fine_tune_xlstm_smoke_converts_and_trains_only_adapters():
     pytest.importorskip("keras_hub")
     pytest.importorskip("torch")

@@ -114,6 +114,9 @@ def test_initialisation():
         np.testing.assert_array_equal(to_numpy(getattr(block, name)), 1.0)
 
 
+# JAX: 14 s there; test_distribution.py's "large" case trains the large
+# stack with `fit` on JAX by default.
+@pytest.mark.slow_on("jax")
 def test_large_stack_trains_and_round_trips(tmp_path):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

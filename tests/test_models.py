@@ -119,6 +119,9 @@ def test_classifier_with_padding_learns(pooling):
     assert relative_error(to_numpy(model(short)), to_numpy(model(row))) < 1e-5
 
 
+# JAX: eager calls at three lengths compile every op three times (16 s);
+# it fits and predicts at unknown lengths throughout its default run.
+@pytest.mark.slow_on("jax")
 def test_regression_model_shapes_and_any_length():
     model = build_mlstm_model(
         "regression", input_dim=3, output_dim=2, embedding_dim=32, num_heads=2
@@ -188,6 +191,10 @@ def test_classifier_round_trip(variant, tmp_path):
 
 
 @pytest.mark.parametrize("other", OTHERS)
+# JAX: the layer's own cross-backend loading (tests/test_layer_saving.py)
+# stays in its default run; this model's loading runs from TensorFlow and
+# PyTorch by default.
+@pytest.mark.slow_on("jax")
 def test_classifier_loads_under_other_backend(other, tmp_path):
     model = small_classifier("large")
     tokens = np.random.default_rng(4).integers(0, 23, size=(2, 13))
