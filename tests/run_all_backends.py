@@ -73,12 +73,12 @@ def install_keras(version):
     return target
 
 
-def check_keras_version(path, version):
+def check_keras_version(path, version, backend):
     """Fails unless Python, with `path` leading its path, imports Keras
-    `version`."""
+    `version` (under `backend`)."""
     found = subprocess.check_output(
         [sys.executable, "-c", "import keras; print(keras.__version__)"],
-        env=dict(os.environ, PYTHONPATH=path, KERAS_BACKEND="jax"),
+        env=dict(os.environ, PYTHONPATH=path, KERAS_BACKEND=backend),
         text=True,
     ).strip()
     if found != version:
@@ -154,7 +154,7 @@ def main():
         path = None
         if keras_version is not None:
             path = install_keras(keras_version)
-            check_keras_version(path, keras_version)
+            check_keras_version(path, keras_version, backend)
         code, counts = run_pytest(backend, arguments, path, label)
         for kind, number in counts.items():
             totals[kind] += number

@@ -39,61 +39,53 @@ def garbage_like(shape, seed=0):
 NAMES = ("q", "k", "v", "input_gate", "forget_gate")
 
 
-def settings_key(*values):
-    """A hashable key for settings that may hold NumPy arrays."""
-    return tuple(
-        (v.shape, v.dtype.str, v.tobytes()) if isinstance(v, np.ndarray) else v
-        for v in values
-    )
+def run_each(array_sets, form, chunk_size=4, state=None, **kwargs):
+    """`mlstm` on float32 copies of each of `array_sets`, through one
+    function compiled where the backend compiles (so JAX and TensorFlow
+    compile it once for sets of the same shapes); returns NumPy
+    `(h, (C, n, m))` per set."""
 
+    def fn(*tensors):
+        return mlstm_ops.mlstm(
+            *tensors[:5],
+            initial_state=None if state is None else tensors[5:],
+            form=form,
+            chunk_size=chunk_size,
+            return_state=True,
+            **kwargs,
+        )
 
-# Compiled functions by their settings: a test that runs the same settings
-# on other arrays of the same shapes (clean and dirty, before and after a
-# change) compiles once (JAX, TensorFlow).
-_RUNS = {}
-_LOSSES = {}
+    fn = compiled(fn)
+    results = []
+    for arrays in array_sets:
+        tensors = [np.asarray(a, "float32") for a in arrays]
+        if state is not None:
+            tensors += [np.asarray(s, "float32") for s in state]
+        h, final = fn(*tensors)
+        results.append((to_numpy(h), tuple(to_numpy(s) for s in final)))
+    return results
 
 
 def run(arrays, form, chunk_size=4, state=None, **kwargs):
-    """`mlstm` on float32 copies of `arrays`, compiled where the backend
-    compiles; returns NumPy `(h, (C, n, m))`."""
-    key = settings_key(form, chunk_size, state is None, *sorted(kwargs))
-    key += settings_key(*(kwargs[name] for name in sorted(kwargs)))
-    if key not in _RUNS:
-
-        def fn(*tensors):
-            return mlstm_ops.mlstm(
-                *tensors[:5],
-                initial_state=None if state is None else tensors[5:],
-                form=form,
-                chunk_size=chunk_size,
-                return_state=True,
-                **kwargs,
-            )
-
-        _RUNS[key] = compiled(fn)
-    tensors = [np.asarray(a, "float32") for a in arrays]
-    if state is not None:
-        tensors += [np.asarray(s, "float32") for s in state]
-    h, final = _RUNS[key](*tensors)
-    return to_numpy(h), tuple(to_numpy(s) for s in final)
+    """`run_each` for one set of arrays."""
+    return run_each([arrays], form, chunk_size, state, **kwargs)[0]
 
 
-def gradients(arrays, form, weights, mask=None, chunk_size=4):
-    """Gradients of `sum(h * weights)` with respect to every input."""
-    key = settings_key(form, weights, mask, chunk_size)
-    if key not in _LOSSES:
+def gradients(array_sets, form, weights, mask=None, chunk_size=4):
+    """For each of `array_sets`: the value and gradients of
+    `sum(h * weights)` with respect to every input, through one loss
+    function (compiled once on JAX)."""
 
-        def loss(*tensors):
-            h = mlstm_ops.mlstm(
-                *tensors, mask=mask, form=form, chunk_size=chunk_size
-            )
-            return keras.ops.sum(h * keras.ops.convert_to_tensor(weights))
+    def loss(*tensors):
+        h = mlstm_ops.mlstm(
+            *tensors, mask=mask, form=form, chunk_size=chunk_size
+        )
+        return keras.ops.sum(h * keras.ops.convert_to_tensor(weights))
 
-        _LOSSES[key] = loss
-    return value_and_grad(
-        _LOSSES[key], [np.asarray(a, "float32") for a in arrays]
-    )
+    return [
+        value_and_grad(loss, [np.asarray(a, "float32") for a in arrays])
+        for arrays in array_sets
+    ]
 
 
 def inputs(seed=0, shape=(2, 2, 11, 4, 3)):
@@ -117,15 +109,17 @@ def test_masked_steps_are_invisible_whatever_they_hold(form):
         padded[~mask] = garbage_like(padded[~mask].shape, index)
     for array in clean:
         np.moveaxis(array, 2, 1)[~mask] = 0.0
-    h_clean, state_clean = run(clean, form, mask=mask)
-    h, state = run(dirty, form, mask=mask)
+    (h_clean, state_clean), (h, state) = run_each(
+        [clean, dirty], form, mask=mask
+    )
     np.testing.assert_array_equal(h, h_clean)
     assert np.all(np.moveaxis(h, 2, 1)[~mask] == 0.0)
     for s, s_clean in zip(state, state_clean, strict=True):
         np.testing.assert_array_equal(s, s_clean)
     weights = np.random.default_rng(1).normal(size=h.shape).astype("float32")
-    value, grads = gradients(dirty, form, weights, mask=mask)
-    value_clean, grads_clean = gradients(clean, form, weights, mask=mask)
+    (value, grads), (value_clean, grads_clean) = gradients(
+        [dirty, clean], form, weights, mask=mask
+    )
     assert value == value_clean
     for name, grad, grad_clean in zip(NAMES, grads, grads_clean, strict=True):
         assert np.all(np.isfinite(grad)), name
@@ -154,15 +148,13 @@ def test_outputs_and_gradients_are_causal(form, garbage):
             array[:, :, t + 1 :] = garbage_like(
                 array[:, :, t + 1 :].shape, index
             )
-    h, _ = run(arrays, form)
-    h_changed, _ = run(changed, form)
+    (h, _), (h_changed, _) = run_each([arrays, changed], form)
     np.testing.assert_array_equal(h_changed[:, :, : t + 1], h[:, :, : t + 1])
     weights = np.zeros(h.shape, "float32")
     weights[:, :, : t + 1] = np.random.default_rng(4).normal(
         size=weights[:, :, : t + 1].shape
     )
-    _, grads = gradients(arrays, form, weights)
-    _, grads_changed = gradients(changed, form, weights)
+    (_, grads), (_, grads_changed) = gradients([arrays, changed], form, weights)
     for name, grad, grad_changed in zip(
         NAMES, grads, grads_changed, strict=True
     ):
