@@ -182,14 +182,17 @@ def test_hidden_states_carry_no_keras_mask():
 def test_byte_preprocessor_packs_shifted_targets():
     x, y, weight = byte_preprocessor(6)(["abc"])
     np.testing.assert_array_equal(
-        to_numpy(x["token_ids"]), [[0, 97, 98, 99, 0, 0]]
+        to_numpy(x["token_ids"]), [[2, 97, 98, 99, 3, 0]]
     )
-    np.testing.assert_array_equal(to_numpy(y), [[97, 98, 99, 0, 0, 0]])
+    np.testing.assert_array_equal(to_numpy(y), [[97, 98, 99, 3, 0, 0]])
     np.testing.assert_array_equal(to_numpy(weight), [[1, 1, 1, 1, 0, 0]])
 
 
 @pytest.mark.slow_on("jax")
 def test_fit_on_strings_lowers_the_loss_and_generates_text():
+    """Through the preprocessor and the byte tokenizer: the prompt's start
+    token and 11 bytes fill `max_length=12`, 6 of them generated; a model
+    that learned the periodic text continues its period."""
     keras.utils.set_random_seed(1)
     backbone = XLSTMBackbone(
         vocabulary_size=256, num_layers=1, hidden_dim=32, num_heads=2
@@ -200,8 +203,126 @@ def test_fit_on_strings_lowers_the_loss_and_generates_text():
     history = lm.fit(text, batch_size=8, epochs=8, verbose=0)
     losses = history.history["loss"]
     assert losses[-1] < 0.5 * losses[0]
-    out = lm.generate("abcab", max_length=12)
-    assert isinstance(out, str) and out.startswith("abcab")
+    assert lm.generate("abcab", max_length=12) == "abcabcabcab"
+
+
+def test_generation_stops_at_a_generated_stop_token_not_at_the_padding():
+    """The padding of the prompts holds 0; stopping at 0 ends each row at
+    its first generated 0, not at the padding (KerasHub's samplers look
+    for stop tokens past the prompt, where the padding is)."""
+    lm = small_lm()
+    lm.compile(sampler="greedy")
+    inputs = prompts()
+    free = to_numpy(lm.generate(inputs, stop_token_ids=None)["token_ids"])
+    stop = int(free[1, 5])  # row 1's first generated token
+    inputs["token_ids"][inputs["padding_mask"] == 0] = stop
+    out = lm.generate(inputs, stop_token_ids=(stop,))
+    ids, mask = to_numpy(out["token_ids"]), to_numpy(out["padding_mask"])
+    np.testing.assert_array_equal(mask[1], [1] * 6 + [0] * 4)
+    first = 3 + list(free[0, 3:]).index(stop) if stop in free[0, 3:] else 9
+    np.testing.assert_array_equal(ids[0, : first + 1], free[0, : first + 1])
+    assert mask[0, : first + 1].all() and not mask[0, first + 1 :].any()
+    # Past a row's stop, the input's padding again.
+    np.testing.assert_array_equal(ids[~mask.astype(bool)], stop)
+
+
+def generate_with(lm, **changes):
+    inputs = {**prompts(), **changes.pop("inputs", {})}
+    return lm.generate(inputs, stop_token_ids=None, **changes)
+
+
+GENERATE_CASES = [
+    ("token_ids", {"inputs": {"token_ids": np.zeros((0, LENGTH), "int32")}}),
+    (
+        "token_ids",
+        {
+            "inputs": {
+                "token_ids": np.zeros((0, LENGTH), "int32"),
+                "padding_mask": np.zeros((0, LENGTH), "int32"),
+            }
+        },
+    ),
+    (
+        "token_ids",
+        {
+            "inputs": {
+                "token_ids": np.arange(1, 4, dtype="int32"),
+                "padding_mask": np.ones(3, "int32"),
+            }
+        },
+    ),
+    ("token_ids", {"inputs": {"token_ids": prompts()["token_ids"] + 0.5}}),
+    ("token_ids", {"inputs": {"token_ids": prompts()["token_ids"] + VOCAB}}),
+    ("token_ids", {"inputs": {"token_ids": prompts()["token_ids"] - 6}}),
+    ("padding_mask", {"inputs": {"padding_mask": np.zeros((2, LENGTH))}}),
+    (
+        "padding_mask",
+        {"inputs": {"padding_mask": prompts()["padding_mask"][:, ::-1]}},
+    ),
+    ("padding_mask", {"inputs": {"padding_mask": np.zeros((2, 3), "int32")}}),
+    ("padding_mask", {"inputs": {"padding_mask": np.zeros((2, LENGTH), int)}}),
+    ("inputs", {"inputs": {"ids": np.ones((2, LENGTH), "int32")}}),
+    ("max_length", {"max_length": 0}),
+    ("max_length", {"max_length": 4.0}),
+    ("max_length", {"max_length": True}),
+]
+
+
+@pytest.mark.parametrize(
+    "argument,changes",
+    GENERATE_CASES,
+    ids=[f"{i}-{case[0]}" for i, case in enumerate(GENERATE_CASES)],
+)
+def test_bad_generate_input_is_named_before_compiling(
+    argument, changes, monkeypatch
+):
+    """Empty, 1-D, float, out-of-vocabulary, left-padded or mis-shaped
+    prompts and a bad `max_length` raise a ValueError that names them,
+    before KerasHub compiles or runs the generation function."""
+    lm = small_lm()
+    lm.compile(sampler="greedy")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("generation started before validation")
+
+    monkeypatch.setattr(lm, "generate_step", fail)
+    with pytest.raises(ValueError, match=f"`?{argument}`?"):
+        generate_with(lm, **changes)
+
+
+def test_causal_lm_takes_only_an_xlstm_backbone():
+    gpt2 = keras_hub.models.GPT2Backbone(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        num_heads=2,
+        hidden_dim=8,
+        intermediate_dim=16,
+        max_sequence_length=LENGTH,
+    )
+    with pytest.raises(ValueError, match="`backbone` must be an XLSTMBackbone"):
+        XLSTMCausalLM(gpt2)
+
+
+@pytest.mark.parametrize(
+    "inputs,argument",
+    [
+        ({"token_ids": np.ones((2, 4), "float32")}, "token_ids"),
+        ({"token_ids": np.ones(4, "int32")}, "token_ids"),
+        ({"token_ids": np.full((2, 4), VOCAB, "int32")}, "token_ids"),
+        ({"padding_mask": np.ones((2, 5), "int32")}, "padding_mask"),
+        ({"padding_mask": np.ones((2, 4), "float32")}, "padding_mask"),
+    ],
+)
+def test_bad_backbone_input_is_named(inputs, argument):
+    lm = small_lm()
+    inputs = {
+        "token_ids": np.ones((2, 4), "int32"),
+        "padding_mask": np.ones((2, 4), "int32"),
+        **inputs,
+    }
+    for model in (lm.backbone, lm):
+        with pytest.raises(ValueError, match=f"`{argument}`"):
+            model(inputs)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -258,6 +379,30 @@ def test_int8_generation_stays_close_to_float(variant):
     lm.compile(sampler="greedy")
     out = lm.generate(inputs, stop_token_ids=None)
     assert to_numpy(out["token_ids"]).shape == (2, LENGTH)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_int8_model_saves_and_reloads(variant, tmp_path):
+    """A quantized model reloads from `.keras` and from a preset with its
+    int8 weights and computes what it computed; reloaded, it saves again
+    (KerasHub's GPT-2 does not: Keras's `Embedding` then saves no scale)."""
+    lm = small_lm(variant)
+    inputs = prompts()
+    lm.quantize("int8")
+    expected = to_numpy(lm(inputs))
+    count = sum(w.dtype == "int8" for w in lm.weights)
+    path = str(tmp_path / "lm.keras")
+    lm.save(path)
+    loaded = keras.saving.load_model(path)
+    lm.save_to_preset(str(tmp_path / "preset"))
+    from_preset = XLSTMCausalLM.from_preset(str(tmp_path / "preset"))
+    loaded.save(str(tmp_path / "again.keras"))
+    again = keras.saving.load_model(str(tmp_path / "again.keras"))
+    for model in (loaded, from_preset, again):
+        assert sum(w.dtype == "int8" for w in model.weights) == count
+        np.testing.assert_allclose(
+            to_numpy(model(inputs)), expected, rtol=0, atol=1e-6
+        )
 
 
 @pytest.mark.parametrize("name", hub.__all__)

@@ -141,6 +141,31 @@ class LSTMTestPorted(testing.TestCase):
         output = layer(sequence)
         self.assertAllClose(output, reference, atol=1e-5, rtol=1e-5)
 
+    def test_stateful_basics(self):
+        """`rnn_test.py`'s `run_layer_test` of a stateful layer: its
+        mixed-precision pass (`mixed_float16`) calls a stateful layer,
+        whose carried state stays float32."""
+        self.run_layer_test(
+            MLSTM,
+            init_kwargs={"units": 3, "stateful": True},
+            input_shape=(3, 2, 4),
+            expected_output_shape=(3, 3),
+            expected_num_trainable_weights=7,
+            expected_num_non_trainable_weights=0,
+            supports_masking=True,
+        )
+        layer = MLSTM(3, stateful=True, dtype="mixed_float16")
+        output = layer(np.ones((3, 2, 4), "float32"))
+        self.assertEqual(
+            keras.backend.standardize_dtype(output.dtype), "float16"
+        )
+        for state in layer.states:
+            self.assertEqual(state.dtype, "float32")
+            self.assertEqual(
+                keras.backend.standardize_dtype(state.value.dtype), "float32"
+            )
+        self.assertGreater(np.abs(numpy(layer.states[0])).max(), 0.0)
+
     def test_pass_initial_state(self):
         sequence = np.arange(24).reshape((2, 4, 3)).astype("float32")
         rng = np.random.default_rng(0)

@@ -1,6 +1,8 @@
 """Pieces the layers share: input checks, head reshapes, and the plumbing
 of a recurrent block (its state, `return_state`, symbolic outputs)."""
 
+import re
+
 import keras
 from keras import ops
 
@@ -146,6 +148,55 @@ def head_gates(parts, input_kernel, input_bias, forget_kernel, forget_bias):
     return gates[:, :heads], gates[:, heads:]
 
 
+class SublayerPolicies:
+    """Mixin for layers that make their own sublayers: the dtype policies
+    of the quantized ones survive `get_config` and `from_config`.
+
+    `model.quantize("int8")` gives each quantized `Dense` a quantized
+    policy of its own, which the parent's config does not hold, so a
+    reloaded parent would rebuild float sublayers and fail to load their
+    int8 kernels and scales. As KerasHub's `Backbone` does, the config's
+    `dtype` becomes a `keras.dtype_policies.DTypePolicyMap` from each
+    quantized sublayer's path to its policy. A parent built from it (or
+    handed one by a KerasHub backbone) looks up each sublayer's policy
+    when it makes the sublayer (`sublayer_policy`), so that the sublayer
+    holds a plain policy: Keras's `Dense` saves an int8 kernel's scale
+    only when its own policy says int8 (Keras 3.15), and a map's says
+    the default.
+
+    The keys are patterns of the paths from this layer's name down
+    (`^(?:.*/)?block/up$`): the models around it change where a layer's
+    path starts (a layer built in a `Sequential` is under its name; the
+    same layer rebuilt by `load_model` is not).
+    """
+
+    def sublayer_policy(self, name):
+        """The dtype policy of the sublayer `name` made in `build`."""
+        policy = self.dtype_policy
+        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            return policy[f"{self.path}/{name}"]
+        return policy
+
+    def get_config(self):
+        config = super().get_config()
+        outside = self.path[: len(self.path) - len(self.name)]
+        quantized = {
+            "^(?:.*/)?" + re.escape(layer.path.removeprefix(outside)) + "$": (
+                layer.dtype_policy
+            )
+            for layer in self._flatten_layers(include_self=False)
+            if layer.quantization_mode is not None
+        }
+        if quantized:
+            policy = self.dtype_policy
+            if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+                policy = policy.default_policy
+            config["dtype"] = keras.dtype_policies.serialize(
+                keras.dtype_policies.DTypePolicyMap(policy, quantized)
+            )
+        return config
+
+
 class ReturnsState:
     """Mixin: a `return_state` set at construction, overridable per call."""
 
@@ -154,7 +205,7 @@ class ReturnsState:
         return self.return_state if return_state is None else return_state
 
 
-class RecurrentBlock(ReturnsState, keras.layers.Layer):
+class RecurrentBlock(SublayerPolicies, ReturnsState, keras.layers.Layer):
     """Base of the blocks: a layer `(B, T, D) -> (B, T, D)` with a state.
 
     Subclasses call `_set_common` and define `state_specs(batch)`, a
@@ -203,7 +254,7 @@ class RecurrentBlock(ReturnsState, keras.layers.Layer):
             kernel_initializer=keras.initializers.RandomNormal(
                 stddev=stddev, seed=self._seed(offset)
             ),
-            dtype=self.dtype_policy,
+            dtype=self.sublayer_policy(name),
             name=name,
         )
         layer.build((None, None, input_dim))

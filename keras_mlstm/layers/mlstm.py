@@ -332,6 +332,9 @@ class MLSTM(keras.layers.Layer):
                 ops.zeros((batch_size, *shape), dtype),
                 trainable=False,
                 dtype=dtype,
+                # Read back as stored: inside a mixed-precision call Keras
+                # would cast an autocast variable to the compute dtype.
+                autocast=False,
                 name=f"state_{name}",
             )
             for name, shape in zip(STATE_NAMES, self.state_size, strict=True)

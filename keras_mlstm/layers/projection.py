@@ -18,10 +18,12 @@ class Projection(keras.layers.Dense):
     LoRA-enabled kernel enters through `self.kernel` as in `Dense`.
     """
 
-    def quantize(self, mode=None, type_check=True, config=None):
+    def quantize(self, mode=None, type_check=True, **kwargs):
         # Keras quantizes a Dense subclass only when the subclass says it
         # may: this one changes nothing of Dense's quantized computation.
-        super().quantize(mode, type_check=False, config=config)
+        # `**kwargs` passes on what this Keras's `Dense.quantize` takes
+        # (`config` since Keras 3.12; none before).
+        super().quantize(mode, type_check=False, **kwargs)
 
     def call(self, inputs, training=None):
         x = linear(inputs, self.kernel)

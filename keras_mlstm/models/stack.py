@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_mlstm.layers.base import ReturnsState
+from keras_mlstm.layers.base import SublayerPolicies
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.block import NORM_EPSILON
@@ -21,7 +22,7 @@ LARGE_NORM_EPSILON = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class MLSTMStack(ReturnsState, keras.layers.Layer):
+class MLSTMStack(SublayerPolicies, ReturnsState, keras.layers.Layer):
     """A stack of mLSTM blocks followed by a norm.
 
     Usable as a layer (`model.add(MLSTMStack(4))`) on `(B, T, D)`

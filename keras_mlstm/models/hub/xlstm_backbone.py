@@ -4,11 +4,85 @@ blocks, as a KerasHub `Backbone`."""
 import math
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.backend.common.masking import set_keras_mask
 from keras_hub.models import Backbone
 
 from keras_mlstm.models.stack import MLSTMStack
+from keras_mlstm.ops.common import static_shape
+
+INPUT_NAMES = ("token_ids", "padding_mask")
+
+
+def check_token_inputs(inputs):
+    """Raise ValueError unless `inputs` is `{"token_ids", "padding_mask"}`
+    of two `(batch, length)` tensors, the token ids of an integer dtype
+    (a float id would be truncated) and the mask bool or integer.
+
+    Only shapes and dtypes are read, so this runs on symbolic and traced
+    tensors as well, before anything is computed.
+    """
+    if not isinstance(inputs, dict) or set(inputs) != set(INPUT_NAMES):
+        keys = sorted(inputs) if isinstance(inputs, dict) else None
+        raise ValueError(
+            "`inputs` must be a dict with the keys 'token_ids' and "
+            "'padding_mask', each (batch, length); received "
+            + (f"a dict with the keys {keys}." if keys else f"{inputs!r}.")
+        )
+    shapes = {name: static_shape(inputs[name]) for name in INPUT_NAMES}
+    for name, shape in shapes.items():
+        if len(shape) != 2:
+            raise ValueError(
+                f"`{name}` must be 2-D, (batch, length); received shape "
+                f"{shape}."
+            )
+    if any(
+        a is not None and b is not None and a != b
+        for a, b in zip(*shapes.values(), strict=True)
+    ):
+        raise ValueError(
+            "`padding_mask` must have the shape of `token_ids`, "
+            f"{shapes['token_ids']}; received shape {shapes['padding_mask']}."
+        )
+    for name, kinds, description in (
+        ("token_ids", ("int", "uint"), "an integer"),
+        ("padding_mask", ("int", "uint", "bool"), "a bool or integer"),
+    ):
+        dtype = keras.backend.standardize_dtype(inputs[name].dtype)
+        if not dtype.startswith(kinds):
+            raise ValueError(
+                f"`{name}` must have {description} dtype; received dtype "
+                f"{dtype}."
+            )
+
+
+def check_token_range(token_ids, vocabulary_size, where=None):
+    """Raise ValueError unless the NumPy `token_ids` lie in
+    `[0, vocabulary_size)` (where `where` is True, if given)."""
+    outside = (token_ids < 0) | (token_ids >= vocabulary_size)
+    if where is not None:
+        outside &= where
+    if outside.any():
+        row, position = np.argwhere(outside)[0]
+        raise ValueError(
+            f"`token_ids` must lie in [0, {vocabulary_size}) (the backbone's "
+            f"`vocabulary_size`); received {token_ids[row, position]} at "
+            f"row {row}, position {position}."
+        )
+
+
+def check_host_tokens(inputs, vocabulary_size):
+    """`check_token_inputs` and `check_token_range` for inputs whose token
+    ids are a NumPy array (free to read: they are on the host). Tensors
+    are left to `call`'s shape and dtype checks: reading them back to the
+    host on every call would stall an accelerator, and an id outside the
+    vocabulary gives NaN on JAX and an error on PyTorch."""
+    if isinstance(inputs, dict) and isinstance(
+        inputs.get("token_ids"), np.ndarray
+    ):
+        check_token_inputs(inputs)
+        check_token_range(inputs["token_ids"], vocabulary_size)
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -63,6 +137,17 @@ class XLSTMBackbone(Backbone):
             (Keras' global policy).
         **kwargs: `keras.Model` arguments (e.g. `name`).
 
+    Call arguments:
+        inputs: a dict with `"token_ids"`, int `(batch, length)`, and
+            `"padding_mask"`, bool or int `(batch, length)` (padded steps,
+            mask 0, leave the state alone). A `ValueError` names any other
+            structure, rank or dtype (float ids are not rounded), and ids
+            outside `[0, vocabulary_size)` given as NumPy arrays.
+        training: enables the blocks' dropout (`dropout > 0`).
+
+    Returns:
+        The hidden states, `(batch, length, hidden_dim)`.
+
     Example:
 
     >>> import numpy as np
@@ -103,6 +188,14 @@ class XLSTMBackbone(Backbone):
         **kwargs,
     ):
         # === Layers ===
+        # A reloaded quantized backbone gets a map of policies (see
+        # `keras_mlstm.layers.base.SublayerPolicies`); the embedding takes
+        # its own from it, since Keras's `Embedding` saves an int8 table's
+        # scale only when its own policy says int8 (Keras 3.15; KerasHub's
+        # GPT-2, which hands the map over, fails to save once reloaded).
+        embedding_dtype = dtype
+        if isinstance(dtype, keras.dtype_policies.DTypePolicyMap):
+            embedding_dtype = dtype["token_embedding"]
         # Keras' own class (KerasHub's subclass of it is skipped by
         # `quantize`'s type check).
         self.token_embedding = keras.layers.ReversibleEmbedding(
@@ -114,7 +207,7 @@ class XLSTMBackbone(Backbone):
             embeddings_initializer=keras.initializers.RandomNormal(
                 stddev=math.sqrt(2.0 / (5.0 * hidden_dim))
             ),
-            dtype=dtype,
+            dtype=embedding_dtype,
             name="token_embedding",
         )
         self.mlstm_stack = MLSTMStack(
@@ -182,7 +275,12 @@ class XLSTMBackbone(Backbone):
             )
         return loader.load_backbone(cls, load_weights, **kwargs)
 
+    def __call__(self, inputs, *args, **kwargs):
+        check_host_tokens(inputs, self.vocabulary_size)
+        return super().__call__(inputs, *args, **kwargs)
+
     def call(self, inputs, training=None, mask=None):
+        check_token_inputs(inputs)
         outputs = super().call(inputs, training=training, mask=mask)
         # The padding mask is an input of its own (as in KerasHub's other
         # backbones): the hidden states carry no Keras mask onwards, which

@@ -4,12 +4,22 @@ xLSTM language models."""
 import keras
 from keras_hub.tokenizers import ByteTokenizer
 
+# ASCII's own control characters for the purpose: "start of text", "end of
+# text" and NUL. Three distinct ids matter: KerasHub's samplers stop a row
+# at the first end token after the prompt, so an end id equal to the
+# padding id would read the padding as text already generated.
+START_TOKEN = "\x02"
+END_TOKEN = "\x03"
+PAD_TOKEN = "\x00"
+
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
 class XLSTMByteTokenizer(ByteTokenizer):
-    """Each UTF-8 byte is a token (ids 0-255); byte 0 (NUL, absent from
-    text) is the start, end and padding token, as `<|endoftext|>` is all
-    three for GPT-2.
+    """Each UTF-8 byte is a token (ids 0-255, so `vocabulary_size=256`),
+    with three of ASCII's control bytes as the special tokens: `"\\x02"`
+    (STX, start of text, id 2) starts a sequence, `"\\x03"` (ETX, end of
+    text, id 3) ends it and ends generation, and `"\\x00"` (NUL, id 0)
+    pads. Text holding these bytes reads them as the special tokens.
 
     Args:
         lowercase: bool. Lowercase the text first. Defaults to `False`.
@@ -23,16 +33,21 @@ class XLSTMByteTokenizer(ByteTokenizer):
     [72, 105, 33]
     >>> tokenizer.detokenize([72, 105, 33])
     'Hi!'
+    >>> tokenizer.start_token_id, tokenizer.end_token_id
+    (2, 3)
+    >>> tokenizer.pad_token_id
+    0
 
     References:
         - Xue et al., "ByT5: Towards a token-free future with pre-trained
           byte-to-byte models", 2022, arXiv:2105.13626.
+        - ASCII (ANSI X3.4-1986): STX, ETX and NUL.
     """
 
     def __init__(self, lowercase=False, **kwargs):
-        self._add_special_token("\x00", "start_token")
-        self._add_special_token("\x00", "end_token")
-        self._add_special_token("\x00", "pad_token")
+        self._add_special_token(START_TOKEN, "start_token")
+        self._add_special_token(END_TOKEN, "end_token")
+        self._add_special_token(PAD_TOKEN, "pad_token")
         super().__init__(lowercase=lowercase, **kwargs)
 
     def save_assets(self, dir_path):

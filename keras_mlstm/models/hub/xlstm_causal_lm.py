@@ -2,17 +2,75 @@
 `fit` and sampled with KerasHub's `generate` and samplers."""
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.backend.common.masking import set_keras_mask
 from keras_hub.models import CausalLM
 from keras_hub.src.utils.tensor_utils import any_equal
 
 from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone
+from keras_mlstm.models.hub.xlstm_backbone import check_host_tokens
+from keras_mlstm.models.hub.xlstm_backbone import check_token_inputs
+from keras_mlstm.models.hub.xlstm_backbone import check_token_range
 from keras_mlstm.models.hub.xlstm_causal_lm_preprocessor import (
     XLSTMCausalLMPreprocessor,
 )
 from keras_mlstm.models.hub.xlstm_converter import backbone_kwargs_from_xlstm
 from keras_mlstm.models.hub.xlstm_converter import load_language_model_weights
+
+# Fills the positions the sampler has yet to write: no token has this id,
+# so KerasHub's samplers, which stop a row at the first stop token they
+# find after the prompt, never take the padding for generated text.
+UNWRITTEN = -1
+
+
+def check_max_length(max_length):
+    """Raise ValueError unless `max_length` is None or an int >= 1."""
+    if max_length is None:
+        return
+    if (
+        isinstance(max_length, bool)
+        or not isinstance(max_length, (int, np.integer))
+        or max_length < 1
+    ):
+        raise ValueError(
+            "`max_length` must be None or an int >= 1 (the length of the "
+            f"generated sequences, prompt included); received {max_length!r}."
+        )
+
+
+def check_prompts(inputs, vocabulary_size):
+    """Raise ValueError unless `inputs` are prompts that `generate` can
+    continue: `check_token_inputs`'s structure, shapes and dtypes, at least
+    one prompt, each right-padded (its tokens, then the positions to
+    generate) and of at least one token, and every prompt token in
+    `[0, vocabulary_size)` (what the padding holds is never read).
+
+    Reads the values on the host, once per `generate` call, before the
+    compiled generation function runs.
+    """
+    check_token_inputs(inputs)
+    token_ids = ops.convert_to_numpy(inputs["token_ids"])
+    mask = ops.convert_to_numpy(inputs["padding_mask"]).astype(bool)
+    if token_ids.shape[0] == 0 or token_ids.shape[1] == 0:
+        raise ValueError(
+            "`token_ids` must hold at least one prompt of at least one "
+            f"position; received shape {token_ids.shape}."
+        )
+    left_padded = np.flatnonzero((mask[:, 1:] & ~mask[:, :-1]).any(axis=1))
+    if left_padded.size:
+        raise ValueError(
+            "`padding_mask` must be right-padded: in each row the prompt's "
+            "1s, then the 0s of the positions to generate; rows "
+            f"{left_padded.tolist()} have a 1 after a 0."
+        )
+    empty = np.flatnonzero(~mask[:, 0])
+    if empty.size:
+        raise ValueError(
+            "Every prompt needs at least one token: `padding_mask` is all 0 "
+            f"in rows {empty.tolist()}."
+        )
+    check_token_range(token_ids, vocabulary_size, where=mask)
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
@@ -70,6 +128,11 @@ class XLSTMCausalLM(CausalLM):
     preprocessor_cls = XLSTMCausalLMPreprocessor
 
     def __init__(self, backbone, preprocessor=None, **kwargs):
+        if not isinstance(backbone, XLSTMBackbone):
+            raise ValueError(
+                "`backbone` must be an XLSTMBackbone; received "
+                f"{type(backbone).__name__}."
+            )
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -119,6 +182,47 @@ class XLSTMCausalLM(CausalLM):
         )
         return cls(backbone, preprocessor)
 
+    def __call__(self, inputs, *args, **kwargs):
+        check_host_tokens(inputs, self.backbone.vocabulary_size)
+        return super().__call__(inputs, *args, **kwargs)
+
+    def generate(
+        self,
+        inputs,
+        max_length=None,
+        stop_token_ids="auto",
+        strip_prompt=False,
+    ):
+        """Continue prompts; see `keras_hub.models.CausalLM.generate`.
+
+        The prompts are checked before anything is compiled or run: a
+        `ValueError` names a malformed `max_length`, and (once tokenized)
+        prompts that are empty, not 2-D, a batch of none, of a float dtype,
+        left-padded or holding ids outside the vocabulary.
+        """
+        check_max_length(max_length)
+        return super().generate(
+            inputs,
+            max_length=max_length,
+            stop_token_ids=stop_token_ids,
+            strip_prompt=strip_prompt,
+        )
+
+    def make_generate_function(self):
+        """KerasHub's generation function (compiled once per input shape on
+        JAX and TensorFlow), behind `check_prompts`."""
+        if self.generate_function is not None:
+            return self.generate_function
+        compiled = super().make_generate_function()
+        vocabulary_size = self.backbone.vocabulary_size
+
+        def checked(inputs, stop_token_ids=None):
+            check_prompts(inputs, vocabulary_size)
+            return compiled(inputs, stop_token_ids=stop_token_ids)
+
+        self.generate_function = checked
+        return checked
+
     def call_with_cache(self, token_ids, cache, padding_mask=None):
         """Run `token_ids` from the state `cache`.
 
@@ -164,12 +268,19 @@ class XLSTMCausalLM(CausalLM):
             The dict with the generated ids filled in and the padding mask
             of the generated text.
         """
-        token_ids, padding_mask = inputs["token_ids"], inputs["padding_mask"]
+        padding = inputs["token_ids"]
+        padding_mask = ops.cast(inputs["padding_mask"], "bool")
+        # The positions the sampler has yet to write hold UNWRITTEN, so that
+        # it cannot take what the padding holds for a generated stop token
+        # (nor feed it to the model: the prefill reads the prompts alone).
+        token_ids = ops.where(padding_mask, padding, UNWRITTEN)
         prompt_lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=-1)
         # Sampling starts after the shortest prompt; the longer prompts'
         # tokens are fed one step at a time (the sampler keeps them).
         index = ops.min(prompt_lengths)
-        hidden_states, cache = self._build_cache(token_ids, index)
+        hidden_states, cache = self._build_cache(
+            ops.maximum(token_ids, 0), index
+        )
 
         def next(prompt, cache, index):
             batch = ops.shape(prompt)[0]
@@ -191,10 +302,13 @@ class XLSTMCausalLM(CausalLM):
             padding_mask = ops.ones_like(token_ids, dtype="bool")
         else:
             # Keep what precedes the first generated stop token (included).
-            generated = ops.logical_not(ops.cast(padding_mask, "bool"))
+            generated = ops.logical_not(padding_mask)
             stops = ops.cast(
                 any_equal(token_ids, stop_token_ids, generated), "int32"
             )
             after_stop = ops.cumsum(stops, axis=-1) - stops
             padding_mask = ops.equal(after_stop, 0)
+        # After a row's stop, the input's padding again (the sampler leaves
+        # the positions past the last row's stop unwritten).
+        token_ids = ops.where(padding_mask, token_ids, padding)
         return {"token_ids": token_ids, "padding_mask": padding_mask}

@@ -40,7 +40,7 @@ class XLSTMCausalLMPreprocessor(CausalLMPreprocessor):
     ...     XLSTMByteTokenizer(), sequence_length=6)
     >>> x, y, weight = preprocessor(["abc"])
     >>> np.asarray(x["token_ids"]).tolist(), np.asarray(y).tolist()
-    ([[0, 97, 98, 99, 0, 0]], [[97, 98, 99, 0, 0, 0]])
+    ([[2, 97, 98, 99, 3, 0]], [[97, 98, 99, 3, 0, 0]])
 
     References:
         - KerasHub's `CausalLMPreprocessor`, which this class specialises.
