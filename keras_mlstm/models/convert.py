@@ -403,7 +403,7 @@ def from_xlstm(module):
         raise ValueError(
             f"`module` is a language model ({kind}): load it into KerasHub "
             "with keras_mlstm.models.hub.XLSTMCausalLM.from_xlstm(module) "
-            '(pip install "keras_mlstm[hub]").'
+            '(pip install -e ".[hub]").'
         )
     if kind == "xLSTMLargeBlockStack" or (
         kind == "mLSTMBlock" and hasattr(module, "mlstm_layer")

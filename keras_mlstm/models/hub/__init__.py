@@ -1,7 +1,7 @@
 """xLSTM language models for KerasHub: backbone, causal LM, preprocessor,
 tokenizers, presets and the `transformers` xLSTM checkpoint loader.
 
-Needs the optional extra: `pip install "keras_mlstm[hub]"` (KerasHub,
+Needs the optional extra: `pip install -e ".[hub]"` (KerasHub,
 which brings TensorFlow and tensorflow-text for its text preprocessing).
 The rest of `keras_mlstm` never imports this package.
 """
@@ -10,7 +10,8 @@ try:
     import keras_hub  # noqa: F401
 except ImportError as error:  # pragma: no cover - depends on the install
     raise ImportError(
-        'keras_mlstm.models.hub needs KerasHub: pip install "keras_mlstm[hub]"'
+        "keras_mlstm.models.hub needs KerasHub: in a clone of keras_mlstm, "
+        'pip install -e ".[hub]"'
     ) from error
 
 from keras_mlstm.models.hub.safetensors_reader import SafetensorsReader
