@@ -1,17 +1,26 @@
-"""Lint, run the test suite once per Keras backend, then once more under
-the lowest Keras that `pyproject.toml` allows.
+"""Lint, run the test suite once per Keras backend, then again under the
+lowest Keras versions the package allows.
 
 Keras fixes its backend at import, so each backend gets its own pytest
-process. The lowest Keras (the `keras>=X` floor, installed without its
-dependencies into `.keras-floor/`, which leads `PYTHONPATH`) runs the
-suite but `FLOOR_IGNORED` on PyTorch, the backend that runs it fastest.
+process. Two floor runs follow, on PyTorch (the backend that runs them
+fastest), each with that Keras installed without its dependencies into
+`.keras-floor/<version>/`, which leads `PYTHONPATH`:
+
+- the core's floor (`keras>=X` in `pyproject.toml`): the suite but
+  `FLOOR_IGNORED`;
+- the `hub` extra's floor (the `keras>=Y` that the installed `keras-hub`
+  requires, as pip would pair them): `HUB_FLOOR_TESTS`, the KerasHub
+  models' quickstart, quantization and LoRA; skipped if that is the Keras
+  the three backend runs used.
+
 Exits non-zero if ruff or any run fails, or if a run ran no test. The
 last line sums the runs.
 
 Usage: python tests/run_all_backends.py [extra pytest arguments]
-(extra arguments go to the three backend runs, not the floor run).
+(extra arguments go to the three backend runs, not the floor runs).
 """
 
+import importlib.metadata
 import os
 import re
 import subprocess
@@ -23,8 +32,9 @@ BACKENDS = ("tensorflow", "jax", "torch")
 WORKERS = os.environ.get("KERAS_MLSTM_TEST_WORKERS", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?)")
-# The floor run leaves out what needs KerasHub (`keras-hub` itself
-# requires a newer Keras, so pip never pairs it with the floor), the
+# The core's floor run leaves out what needs KerasHub (`keras-hub` itself
+# requires a newer Keras, so pip never pairs it with the core's floor; its
+# page of doc blocks is skipped there and run by the hub floor run), the
 # examples (they end in KerasHub, or start their own processes), and the
 # benchmark and long-sequence op tests (timing and arithmetic, no Keras
 # API beyond `keras.ops`; 20 s of the run).
@@ -32,11 +42,27 @@ FLOOR_IGNORED = (
     "tests/test_hub.py",
     "tests/test_hub_transformers.py",
     "tests/test_hub_xlstm.py",
-    "tests/test_docs.py",
     "tests/test_examples.py",
     "tests/test_benchmark.py",
     "tests/test_ops_robustness.py",
 )
+
+# The `hub` floor run: the tests of the KerasHub models (the quickstart of
+# docs/hub.md among the doc blocks).
+HUB_FLOOR_TESTS = (
+    "tests/test_hub.py",
+    "tests/test_docs.py::test_python_blocks_print_what_the_docs_show"
+    "[docs/hub.md]",
+)
+
+
+def lowest_version(requirement):
+    """`"keras>=3.10"` -> "3.10.0"; None for any other requirement."""
+    match = re.fullmatch(r"keras>=([\d.]+)", requirement.replace(" ", ""))
+    if match is None:
+        return None
+    parts = match.group(1).split(".")
+    return ".".join((parts + ["0", "0"])[:3])
 
 
 def keras_floor():
@@ -45,11 +71,20 @@ def keras_floor():
     with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
         dependencies = tomllib.load(f)["project"]["dependencies"]
     for requirement in dependencies:
-        match = re.fullmatch(r"keras>=([\d.]+)", requirement.replace(" ", ""))
-        if match:
-            parts = match.group(1).split(".")
-            return ".".join((parts + ["0", "0"])[:3])
+        version = lowest_version(requirement)
+        if version:
+            return version
     raise SystemExit(f"no keras>=X requirement in {dependencies}")
+
+
+def hub_keras_floor():
+    """The lowest Keras the installed `keras-hub` allows ("3.15.0" for
+    keras-hub 0.32), read from its metadata."""
+    for requirement in importlib.metadata.requires("keras-hub") or ():
+        version = lowest_version(requirement.split(";")[0])
+        if version:
+            return version
+    raise SystemExit("the installed keras-hub names no keras>=X requirement")
 
 
 def install_keras(version):
@@ -141,13 +176,19 @@ def main():
     fmt = subprocess.call(
         [sys.executable, "-m", "ruff", "format", "--check", ROOT]
     )
-    floor = keras_floor()
     runs = [
         (backend, backend, ["tests", *sys.argv[1:]], None)
         for backend in BACKENDS
     ]
+    floor = keras_floor()
     floor_arguments = ["tests", *(f"--ignore={p}" for p in FLOOR_IGNORED)]
     runs.append((f"keras {floor}", "torch", floor_arguments, floor))
+    hub_floor = hub_keras_floor()
+    if hub_floor == importlib.metadata.version("keras"):
+        print(f"the hub floor, keras {hub_floor}, is the Keras tested above")
+    else:
+        label = f"keras {hub_floor} (hub)"
+        runs.append((label, "torch", list(HUB_FLOOR_TESTS), hub_floor))
     totals = {"passed": 0, "failed": 0, "skipped": 0, "errors": 0}
     failed_runs = []
     for label, backend, arguments, keras_version in runs:

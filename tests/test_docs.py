@@ -60,6 +60,10 @@ def check_output(name, index, expected, printed):
 @pytest.mark.slow_on("jax", "tensorflow")
 @pytest.mark.parametrize("name", [name for name in DOCS if blocks_of(name)])
 def test_python_blocks_print_what_the_docs_show(name, tmp_path, monkeypatch):
+    if name == "docs/hub.md":
+        # KerasHub requires a newer Keras than the core's floor run has;
+        # the hub extra's floor run tests this page.
+        pytest.importorskip("keras_hub", exc_type=ImportError)
     monkeypatch.chdir(tmp_path)  # files a block writes stay out of the repo
     for index, (code, expected) in enumerate(blocks_of(name)):
         namespace = {"__name__": "doc"}

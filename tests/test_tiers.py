@@ -43,3 +43,14 @@ def test_keras_floor_is_the_pyproject_requirement():
         text = f.read()
     floor = re.search(r'"keras>=([\d.]+)"', text).group(1)
     assert run_all_backends.keras_floor() == f"{floor}.0"
+
+
+def test_hub_keras_floor_is_keras_hubs_requirement():
+    """The `hub` floor run uses the Keras that pip pairs with the lowest
+    `keras-hub` (0.32: "keras>=3.15")."""
+    pytest.importorskip("keras_hub", exc_type=ImportError)
+    import importlib.metadata
+
+    requirements = importlib.metadata.requires("keras-hub")
+    floor = next(r for r in requirements if r.startswith("keras>="))
+    assert run_all_backends.hub_keras_floor() == floor[7:] + ".0"
