@@ -45,7 +45,9 @@ MATCH = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 def blocks_of(name):
     """`(code, expected output or None)` of each Python block of `name`."""
     with open(os.path.join(ROOT, name), encoding="utf-8") as f:
-        return [(code, output or None) for code, output in BLOCK.findall(f.read())]
+        return [
+            (code, output or None) for code, output in BLOCK.findall(f.read())
+        ]
 
 
 def check_output(name, index, expected, printed):

@@ -32,7 +32,11 @@ def test_demo_smoke_trains_saves_reloads_and_samples(tmp_path, capsys):
     for result in out["results"].values():
         assert result["steps"] == 2
         assert math.isfinite(result["bits"])
-        assert len(result["curve"]) == 2  # one validation point per step
+        assert result["compile_seconds"] > 0 and result["tokens_per_second"] > 0
+        assert [steps for _, steps, _ in result["curve"]] == [1, 2]
+    steps, equal = out["at_equal_steps"]
+    assert steps == 2
+    assert equal == {name: r["bits"] for name, r in out["results"].items()}
     # The reloaded model is the saved one: the same validation loss.
     np.testing.assert_allclose(
         out["reloaded_bits"], out["results"]["xLSTM"]["bits"], rtol=1e-6
@@ -44,6 +48,18 @@ def test_demo_smoke_trains_saves_reloads_and_samples(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "validation bits per byte" in printed
     assert "sample from the reloaded model" in printed
+
+
+def test_demo_compares_at_the_last_step_count_both_models_validated():
+    """A time budget stops each model at its own step count; the
+    load-independent comparison takes the last validation point the two
+    share (every `--eval-every` steps), not each model's final one."""
+    demo = load_example("demo")
+    results = {
+        "xLSTM": {"curve": [(9, 25, 4.0), (18, 50, 3.0), (22, 61, 2.9)]},
+        "LSTM": {"curve": [(5, 25, 4.5), (10, 50, 3.9), (15, 75, 3.6)]},
+    }
+    assert demo.at_equal_steps(results) == (50, {"xLSTM": 3.0, "LSTM": 3.9})
 
 
 def test_demo_holds_out_whole_modules():
