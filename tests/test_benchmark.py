@@ -7,6 +7,7 @@ import pathlib
 import re
 import sys
 
+import keras
 import pytest
 
 from keras_mlstm import benchmark
@@ -332,6 +333,25 @@ def test_suites_refuse_to_run_without_their_official_package(
     assert f"--suite {suite}" in error
     assert f"the official {package} package cannot be imported" in error
     assert f"pip install {package}==" in error
+
+
+def test_default_suites_leave_out_what_needs_a_missing_package(
+    without_official, capsys
+):
+    """Without `--suite`, the package's own dependencies suffice: `peer`
+    is left out with a message, `ops` and `layer` run."""
+    args = benchmark.parse_args([])
+    assert args.suite == ["ops", "layer"]
+    assert "suite peer left out" in capsys.readouterr().err
+
+
+def test_default_report_goes_to_an_ignored_folder_per_backend():
+    """Run output is never written over files of the repository."""
+    out = benchmark.parse_args(["--suite", "ops"]).out
+    backend = keras.backend.backend()
+    assert out == f"benchmark_output/benchmark-{backend}.json"
+    ignored = (pathlib.Path(__file__).parents[1] / ".gitignore").read_text()
+    assert "benchmark_output/" in ignored.split()
 
 
 def test_install_hints_name_the_versions_the_test_extra_pins():

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import textwrap
 
 import keras
@@ -38,6 +39,11 @@ REQUIRES = {
     "peer": ops.kernels_unavailable,
     "official": official.xlstm_unavailable,
 }
+# What runs without `--suite`: those of them whose package is missing are
+# left out with a message; named in `--suite`, they stop the command.
+DEFAULT_SUITES = ("ops", "peer", "layer")
+# Run output stays out of the repository (`.gitignore`).
+DEFAULT_OUT = os.path.join("benchmark_output", "benchmark-{backend}.json")
 
 
 class _HelpFormatter(
@@ -71,10 +77,11 @@ def build_parser():
     parser.add_argument(
         "--suite",
         nargs="+",
-        default=["ops", "peer", "layer"],
         choices=list(SUITES),
         metavar="SUITE",
-        help="suites to run, from the list above",
+        help="suites to run, from the list above (default: "
+        f"{' '.join(DEFAULT_SUITES)}, those whose optional package is "
+        "installed)",
     )
     add_int(
         parser,
@@ -86,9 +93,9 @@ def build_parser():
     )
     parser.add_argument(
         "--out",
-        default="benchmark.json",
+        default=DEFAULT_OUT,
         metavar="JSON",
-        help="where to write the JSON report",
+        help="where to write the JSON report ({backend}: the Keras backend)",
     )
     parser.add_argument(
         "--plot",
@@ -112,11 +119,21 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.from_reports and not args.plot:
         parser.error("--from-reports needs --plot PNG")
-    if args.memory_probe is None and not args.from_reports:
-        for name in args.suite:
+    if args.memory_probe is not None or args.from_reports:
+        return args
+    if args.suite is None:
+        args.suite = []
+        for name in DEFAULT_SUITES:
             missing = REQUIRES[name]() if name in REQUIRES else None
-            if missing is not None:
-                parser.error(f"--suite {name}: {missing}; or leave {name} out")
+            if missing is None:
+                args.suite.append(name)
+            else:
+                print(f"suite {name} left out: {missing}", file=sys.stderr)
+    for name in args.suite:
+        missing = REQUIRES[name]() if name in REQUIRES else None
+        if missing is not None:
+            parser.error(f"--suite {name}: {missing}; or leave {name} out")
+    args.out = args.out.format(backend=BACKEND)
     return args
 
 
@@ -150,6 +167,7 @@ def main(argv=None):
     result = {"backend": BACKEND, "keras": keras.__version__}
     result.update(machine=platform.machine(), cpus=os.cpu_count())
     result.update(args=vars(args), rows=rows)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(report.markdown(result, SUITES))
