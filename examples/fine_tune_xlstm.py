@@ -17,10 +17,11 @@ way (`XLSTMCausalLM.from_xlstm(module)` for an official `xlstm` module,
 checkpoint of xLSTM 7B; see docs/hub.md) and fine-tune as below.
 
 Needs the `hub` extra, `torch` and `xlstm` (all in the `test` extra).
-Runtime: about a minute on a 2-core CPU (TensorFlow; measured 58 s: logits
-within 4.7e-7 of the official model's, loss 4.70 -> 3.32 nats per byte
-over 20 epochs: random base weights teach the adapters little); `--smoke`
-runs in seconds.
+Runtime: about a minute on an idle 2-core CPU (TensorFlow, the command
+below; measured 39 s: logits within 4.7e-7 of the official model's, loss
+4.68 -> 3.30 nats per byte over 20 epochs: random base weights teach the
+adapters little); longer with other work on the cores. `--smoke` runs in
+seconds.
 Run: `KERAS_BACKEND=tensorflow python examples/fine_tune_xlstm.py`.
 """
 

@@ -10,8 +10,10 @@ copied from the trained (stateless) model with `set_weights`.
 The task (generated): from a noisy signal, predict at every step an
 exponential moving average of it, a function of the whole past.
 
-Runtime: about 20 s on a 2-core CPU (JAX; measured 18 s, 20 pieces of 50
-steps within 2.8e-7 of one pass); `--smoke` runs in seconds.
+Runtime: about 20 s on an idle 2-core CPU (JAX, the command below with its
+defaults; measured 11 s and 18 s on two days: 20 pieces of 50 steps within
+2.8e-7 of one pass, both times); longer with other work on the cores.
+`--smoke` runs in seconds.
 Run: `python examples/stateful_streaming.py [--piece 50] [--seed 0]`.
 """
 
