@@ -28,7 +28,11 @@ def check_token_inputs(inputs):
         raise ValueError(
             "`inputs` must be a dict with the keys 'token_ids' and "
             "'padding_mask', each (batch, length); received "
-            + (f"a dict with the keys {keys}." if keys else f"{inputs!r}.")
+            + (
+                f"a dict with the keys {keys}."
+                if isinstance(inputs, dict)
+                else f"a {type(inputs).__name__}."
+            )
         )
     shapes = {name: static_shape(inputs[name]) for name in INPUT_NAMES}
     for name, shape in shapes.items():
