@@ -75,6 +75,27 @@ def test_python_blocks_print_what_the_docs_show(name, tmp_path, monkeypatch):
         check_output(name, index, expected, printed.getvalue())
 
 
+CHOOSES_BACKEND = 'os.environ.setdefault("KERAS_BACKEND", "jax")'
+IMPORTS_KERAS = re.compile(r"^(?:import|from) (?:keras|keras_mlstm)\b", re.M)
+
+
+@pytest.mark.slow_on("jax", "tensorflow")
+@pytest.mark.parametrize("name", [name for name in DOCS if blocks_of(name)])
+def test_every_block_chooses_its_backend_before_importing_keras(name):
+    """A block pasted alone into command 1's environment (JAX, no
+    TensorFlow) must not leave Keras on its default backend, TensorFlow;
+    the first blocks of the first pages are run there below."""
+    for index, (code, _) in enumerate(blocks_of(name)):
+        first_import = IMPORTS_KERAS.search(code)
+        if first_import is None:
+            continue
+        chosen = code.find(CHOOSES_BACKEND)
+        assert 0 <= chosen < first_import.start(), (
+            f"{name} block {index} imports Keras before choosing a backend "
+            f"({CHOOSES_BACKEND})"
+        )
+
+
 # Run before the block: imports of the packages command 1 does not install
 # fail as they would there.
 HIDE = f"""
