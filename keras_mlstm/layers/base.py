@@ -179,21 +179,26 @@ class SublayerPolicies:
 
     def get_config(self):
         config = super().get_config()
+        quantized = [
+            layer
+            for layer in self._flatten_layers(include_self=False)
+            if layer.quantization_mode is not None
+        ]
+        if not quantized:  # an unbuilt layer (no path yet) among others
+            return config
         outside = self.path[: len(self.path) - len(self.name)]
-        quantized = {
+        patterns = {
             "^(?:.*/)?" + re.escape(layer.path.removeprefix(outside)) + "$": (
                 layer.dtype_policy
             )
-            for layer in self._flatten_layers(include_self=False)
-            if layer.quantization_mode is not None
+            for layer in quantized
         }
-        if quantized:
-            policy = self.dtype_policy
-            if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
-                policy = policy.default_policy
-            config["dtype"] = keras.dtype_policies.serialize(
-                keras.dtype_policies.DTypePolicyMap(policy, quantized)
-            )
+        policy = self.dtype_policy
+        if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
+            policy = policy.default_policy
+        config["dtype"] = keras.dtype_policies.serialize(
+            keras.dtype_policies.DTypePolicyMap(policy, patterns)
+        )
         return config
 
 
