@@ -2,19 +2,21 @@
 `keras.distribution`, on virtual CPU devices and across two processes,
 checked against training on one device.
 
-What it shows: `MLSTMStack` models shard like any Keras model. The script
-trains one small language model (embedding, two xLSTM blocks, output
-layer) for a few epochs on the same data in each of these ways, each in a
-fresh process (JAX fixes its devices when it starts), and compares every
-epoch's loss with single-device training:
+What it shows: xLSTM models shard like any Keras model. The script trains
+one small language model (KerasHub's `XLSTMCausalLM`: an embedding, two
+xLSTM blocks, an output projection) for a few epochs on the same data in
+each of these ways, each in a fresh process (JAX fixes its devices when it
+starts), and compares every epoch's loss with single-device training:
 
 - `single`: one CPU device (the reference);
 - `data`: `keras.distribution.DataParallel` over two virtual CPU devices
   (`XLA_FLAGS=--xla_force_host_platform_device_count=2`): each device
   takes half of every batch;
 - `model`: `keras.distribution.ModelParallel` over the same two devices,
-  with a `LayoutMap` that splits the blocks' up-projections by columns and
-  down-projections by rows;
+  with the `LayoutMap` of `XLSTMBackbone.get_layout_map(mesh)`, which
+  splits the blocks' up-projections by columns, their down-projections by
+  rows and the embedding by vocabulary (the script reports which weights
+  ended up split);
 - `processes`: `DataParallel` across two processes on this machine,
   standing in for two hosts: `keras.distribution.initialize` starts JAX's
   distributed runtime (process 0 coordinates on a local port), the CPU
@@ -29,6 +31,7 @@ wraps the model in `torch.nn.parallel.DistributedDataParallel` inside a
 hand-written loop (see `custom_training_loop.py` for the loop itself);
 there is nothing specific to this package in it.
 
+Needs the `hub` extra (KerasHub), as the `test` extra installs it.
 Runtime: about a minute on a 2-core CPU (the processes start together);
 `--smoke` is about as long (process start-up and compilation).
 Run: `python examples/distributed_training.py`.
@@ -52,7 +55,8 @@ def train(args, process_id=None):
     import keras
     import numpy as np
 
-    import keras_mlstm
+    from keras_mlstm.models.xlstm import XLSTMBackbone
+    from keras_mlstm.models.xlstm import XLSTMCausalLM
 
     keras.utils.set_random_seed(0)
     if args.run in ("data", "processes"):
@@ -65,11 +69,11 @@ def train(args, process_id=None):
         mesh = keras.distribution.DeviceMesh(
             (1, 2), ["batch", "model"], keras.distribution.list_devices()
         )
-        layout = keras.distribution.LayoutMap(mesh)
-        layout[".*up.*kernel"] = (None, "model")
-        layout[".*down.*kernel"] = ("model", None)
         keras.distribution.set_distribution(
-            keras.distribution.ModelParallel(layout_map=layout)
+            keras.distribution.ModelParallel(
+                layout_map=XLSTMBackbone.get_layout_map(mesh),
+                batch_dim_name="batch",
+            )
         )
     scope = contextlib.nullcontext()
     if args.run == "tensorflow" and args.devices == 2:
@@ -77,20 +81,27 @@ def train(args, process_id=None):
 
         scope = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).scope()
     with scope:
-        tokens = keras.Input((None,), dtype="int32")
-        x = keras.layers.Embedding(32, args.width, name="embedding")(tokens)
-        x = keras_mlstm.MLSTMStack(2, num_heads=2, seed=0, name="stack")(x)
-        model = keras.Model(tokens, keras.layers.Dense(32, name="head")(x))
+        backbone = XLSTMBackbone(
+            vocabulary_size=32,
+            num_layers=2,
+            hidden_dim=args.width,
+            num_heads=2,
+            block_variant="mlstm",
+            seed=0,
+        )
+        model = XLSTMCausalLM(backbone)
         model.compile(
-            keras.optimizers.Adam(1e-2),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         data = np.random.default_rng(0).integers(0, 32, size=(16, args.length))
-        inputs, targets = data[:, :-1], data[:, 1:]
+        data = data.astype("int32")
+        tokens, targets = data[:, :-1], data[:, 1:]
         batch = 16
         if process_id is not None:  # this process's half of every batch
-            inputs, targets = inputs[process_id::2], targets[process_id::2]
+            tokens, targets = tokens[process_id::2], targets[process_id::2]
             batch = 8
+        inputs = {"token_ids": tokens, "padding_mask": np.ones_like(tokens)}
         history = model.fit(
             inputs,
             targets,
@@ -99,7 +110,18 @@ def train(args, process_id=None):
             shuffle=False,
             verbose=0,
         )
-    return history.history["loss"]
+    return history.history["loss"], split_over_model(model)
+
+
+def split_over_model(model):
+    """The paths of the weights split over the mesh's "model" axis (JAX
+    arrays carry their sharding; other backends' split nothing here)."""
+    split = []
+    for weight in model.weights:
+        sharding = getattr(weight.value, "sharding", None)
+        if "model" in tuple(getattr(sharding, "spec", None) or ()):
+            split.append(weight.path)
+    return split
 
 
 def run_child(args):
@@ -122,8 +144,10 @@ def run_child(args):
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2
         )
-    losses = train(args, process_id)
-    print("LOSSES " + json.dumps(losses), flush=True)
+    losses, split = train(args, process_id)
+    print(
+        "LOSSES " + json.dumps({"losses": losses, "split": split}), flush=True
+    )
 
 
 def child(run, args, backend="jax", devices=1, extra=()):
@@ -139,7 +163,8 @@ def child(run, args, backend="jax", devices=1, extra=()):
     )
 
 
-def losses_of(process):
+def result_of(process):
+    """`{"losses", "split"}` of a training process."""
     out, err = process.communicate(timeout=600)
     for line in out.decode().splitlines():
         if line.startswith("LOSSES "):
@@ -187,15 +212,16 @@ def main(argv=None):
         )
         for i in range(2)
     ]
-    losses = {run: losses_of(process) for run, process in started.items()}
-    per_process = [losses_of(worker) for worker in workers]
+    results = {run: result_of(process) for run, process in started.items()}
+    losses = {run: result["losses"] for run, result in results.items()}
+    per_process = [result_of(worker)["losses"] for worker in workers]
     losses["processes"] = per_process[0]
     print("training: tensorflow, one and two devices ...", flush=True)
     tf_runs = [
         child("tensorflow", args, backend="tensorflow", devices=devices)
         for devices in (1, 2)
     ]
-    tf_single, losses["tensorflow"] = (losses_of(p) for p in tf_runs)
+    tf_single, losses["tensorflow"] = (result_of(p)["losses"] for p in tf_runs)
 
     def gap(these, reference):
         pairs = zip(these, reference, strict=True)
@@ -217,7 +243,11 @@ def main(argv=None):
         "  processes, between processes   "
         f"{differences['processes, between processes']:.1e}"
     )
-    return {"losses": losses, "differences": differences}
+    split = results["model"]["split"]
+    print(f"\nsplit over the 'model' axis ({len(split)} weights):")
+    for path in split:
+        print(f"  {path}")
+    return {"losses": losses, "differences": differences, "split": split}
 
 
 if __name__ == "__main__":

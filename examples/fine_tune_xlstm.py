@@ -40,9 +40,9 @@ from xlstm.blocks.mlstm.layer import mLSTMLayerConfig  # noqa: E402
 from xlstm.xlstm_lm_model import xLSTMLMModel  # noqa: E402
 from xlstm.xlstm_lm_model import xLSTMLMModelConfig  # noqa: E402
 
-from keras_mlstm.models.hub import XLSTMByteTokenizer  # noqa: E402
-from keras_mlstm.models.hub import XLSTMCausalLM  # noqa: E402
-from keras_mlstm.models.hub import XLSTMCausalLMPreprocessor  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMByteTokenizer  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMCausalLM  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMCausalLMPreprocessor  # noqa: E402
 
 
 def official_model(width, blocks, context, seed):

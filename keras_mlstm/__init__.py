@@ -10,8 +10,6 @@ from keras_mlstm.layers import MLSTM
 from keras_mlstm.layers import MLSTMBlock
 from keras_mlstm.layers import MLSTMCell
 from keras_mlstm.layers import MLSTMLargeBlock
-from keras_mlstm.layers import ReversibleEmbedding
-from keras_mlstm.layers import SoftCap
 from keras_mlstm.models import MaskedPooling
 from keras_mlstm.models import MLSTMStack
 from keras_mlstm.models import build_mlstm_model
@@ -33,8 +31,6 @@ __all__ = [
     "MLSTMLargeBlock",
     "MLSTMStack",
     "MaskedPooling",
-    "ReversibleEmbedding",
-    "SoftCap",
     "build_mlstm_model",
     "from_xlstm",
     "layers",

@@ -19,8 +19,6 @@ from keras_mlstm import MLSTMBlock
 from keras_mlstm import MLSTMCell
 from keras_mlstm import MLSTMLargeBlock
 from keras_mlstm import MLSTMStack
-from keras_mlstm import ReversibleEmbedding
-from keras_mlstm import SoftCap
 from keras_mlstm import build_mlstm_model
 from keras_mlstm import load_xlstm_weights
 from keras_mlstm import mLSTM
@@ -174,7 +172,7 @@ CASES = [
     ("qkv_proj_blocksize", lambda: built(MLSTMBlock(qkv_proj_blocksize=5))),
     ("num_heads", lambda: built(MLSTMBlock(num_heads=5))),
     ("dropout", lambda: MLSTMBlock(dropout=-0.5)),
-    ("num_blocks", lambda: MLSTMBlock(num_blocks=0)),
+    ("num_layers", lambda: MLSTMBlock(num_layers=0)),
     ("qk_dim_factor", lambda: MLSTMLargeBlock(qk_dim_factor=float("nan"))),
     ("norm_epsilon", lambda: MLSTMLargeBlock(norm_epsilon=0.0)),
     ("gate_soft_cap", lambda: MLSTMLargeBlock(gate_soft_cap=-15.0)),
@@ -191,7 +189,11 @@ CASES = [
             mask=np.ones((B, T, 1), bool),
         ),
     ),
-    ("num_blocks", lambda: MLSTMStack(0)),
+    ("num_layers", lambda: MLSTMStack(0)),
+    (
+        "padding_mask",
+        call(lambda: MLSTMStack(2), X, padding_mask=np.ones((B, T, 1), bool)),
+    ),
     ("block_variant", lambda: MLSTMStack(2, block_variant="slstm")),
     ("dropout", lambda: MLSTMStack(2, block_variant="large", dropout=0.1)),
     pytest.param(
@@ -204,18 +206,28 @@ CASES = [
         ),
     ),
     # models, conversion, small layers
-    ("task", lambda: build_mlstm_model("translation", vocab_size=10)),
-    ("vocab_size", lambda: build_mlstm_model("classification", vocab_size=0)),
+    ("task", lambda: build_mlstm_model("translation", vocabulary_size=10)),
     (
-        "vocab_size",
-        lambda: build_mlstm_model("classification", vocab_size=10.0),
+        "vocabulary_size",
+        lambda: build_mlstm_model("classification", vocabulary_size=0),
+    ),
+    (
+        "vocabulary_size",
+        lambda: build_mlstm_model("classification", vocabulary_size=10.0),
+    ),
+    (
+        "hidden_dim",
+        lambda: build_mlstm_model("regression", input_dim=2, hidden_dim=0),
     ),
     ("input_dim", lambda: build_mlstm_model("regression", output_dim=1)),
-    ("num_classes", lambda: build_mlstm_model("classification", vocab_size=10)),
+    (
+        "num_classes",
+        lambda: build_mlstm_model("classification", vocabulary_size=10),
+    ),
     (
         "pooling",
         lambda: build_mlstm_model(
-            "classification", vocab_size=10, num_classes=2, pooling="max"
+            "classification", vocabulary_size=10, num_classes=2, pooling="max"
         ),
     ),
     ("input_size", lambda: mLSTM(0, 8)),
@@ -225,8 +237,6 @@ CASES = [
         "hidden_state",
         lambda: mLSTM(4, 8)(zeros(B, T, 4), hidden_state=[(zeros(B, 8),)]),
     ),
-    ("cap", lambda: SoftCap(0)),
-    ("cap", lambda: SoftCap(float("inf"))),
     ("pooling", lambda: MaskedPooling("max")),
     ("target", lambda: load_xlstm_weights(MLSTMBlock(num_heads=2), {})),
     ("source", lambda: xlstm_state_dict(MLSTMBlock(num_heads=2))),
@@ -254,7 +264,6 @@ def test_the_table_covers_the_public_api():
         "MLSTMLargeBlock",
         "MLSTMStack",
         "MaskedPooling",
-        "SoftCap",
         "build_mlstm_model",
         "load_xlstm_weights",
         "xlstm_state_dict",
@@ -264,9 +273,8 @@ def test_the_table_covers_the_public_api():
         "resolve_chunk_size",
         "resolve_form",
     }
-    # ReversibleEmbedding takes keras.layers.Embedding's own checks;
     # from_xlstm's are in tests/test_convert.py (they need torch modules).
-    assert names - covered == {"ReversibleEmbedding", "from_xlstm"}
+    assert names - covered == {"from_xlstm"}
 
 
 @pytest.mark.parametrize(
@@ -290,10 +298,10 @@ ACCEPTED = [
         lambda: (
             build_mlstm_model(
                 "classification",
-                vocab_size=np.int64(20),
+                vocabulary_size=np.int64(20),
                 num_classes=np.int64(3),
-                embedding_dim=np.int32(16),
-                num_blocks=1,
+                hidden_dim=np.int32(16),
+                num_layers=1,
                 num_heads=2,
             ).output_shape
         ),
@@ -318,13 +326,6 @@ ACCEPTED = [
         "LSTM arguments at LSTM's defaults",
         lambda: MLSTM(4, unit_forget_bias=True, recurrent_dropout=0.0).units,
         4,
-    ),
-    (
-        "ReversibleEmbedding reversed on an empty batch",
-        lambda: tuple(
-            ReversibleEmbedding(10, 4)(zeros(0, T, 4), reverse=True).shape
-        ),
-        (0, T, 10),
     ),
 ]
 

@@ -159,6 +159,7 @@ def test_everyday_suite_times_every_contestant_against_lstm(tmp_path, capsys):
 
 
 def test_lm_suite_matches_parameter_counts(tmp_path, capsys):
+    pytest.importorskip("keras_hub")
     rows = run_suites(
         tmp_path,
         ["--suite", "lm", "--lm-vocab", "16", "--lm-params", "20000"]
@@ -233,6 +234,12 @@ def test_every_size_and_count_option_is_found_for_the_checks_below():
         "--lm-blocks",
         "--lm-lengths",
         "--lm-batch",
+        "--generate-contexts",
+        "--generate-width",
+        "--generate-layers",
+        "--generate-heads",
+        "--generate-vocabulary",
+        "--generate-batch",
         "--official-dim",
         "--official-length",
         "--official-batch",
@@ -335,6 +342,23 @@ def test_suites_refuse_to_run_without_their_official_package(
     assert f"pip install {package}==" in error
 
 
+def test_generate_suite_times_both_models_through_public_apis(tmp_path):
+    """xLSTM's state does not grow with the context; GPT-2's cache does."""
+    pytest.importorskip("keras_hub")
+    rows = run_suites(
+        tmp_path,
+        ["--suite", "generate", "--generate-contexts", "8", "32"]
+        + ["--generate-width", "32", "--generate-layers", "1"]
+        + ["--generate-heads", "2", "--generate-vocabulary", "20"],
+    )
+    by_model = {}
+    for row in rows:
+        assert row["step_s"] > 0 and row["tokens_per_s"] > 0
+        by_model.setdefault(row["model"], []).append(row["cache_bytes"])
+    assert by_model["xlstm"][0] == by_model["xlstm"][1]
+    assert by_model["gpt2"][1] > 3 * by_model["gpt2"][0]
+
+
 def test_default_suites_leave_out_what_needs_a_missing_package(
     without_official, capsys
 ):
@@ -352,6 +376,19 @@ def test_default_report_goes_to_an_ignored_folder_per_backend():
     assert out == f"benchmark_output/benchmark-{backend}.json"
     ignored = (pathlib.Path(__file__).parents[1] / ".gitignore").read_text()
     assert "benchmark_output/" in ignored.split()
+
+
+@pytest.mark.parametrize("suite", ["lm", "generate"])
+def test_suites_of_the_kerashub_models_refuse_to_run_without_it(
+    suite, monkeypatch, capsys
+):
+    hide_package(monkeypatch, "keras_hub")
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--suite", suite])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--suite {suite}: KerasHub cannot be imported" in error
+    assert 'pip install -e ".[hub]"' in error
 
 
 def test_install_hints_name_the_versions_the_test_extra_pins():

@@ -123,7 +123,7 @@ def test_padding_is_invisible(side):
 
 
 def test_initialisation_follows_official_code():
-    block = MLSTMBlock(num_heads=4, num_blocks=3, seed=7)
+    block = MLSTMBlock(num_heads=4, num_layers=3, seed=7)
     block.build((None, None, 256))
     inner = 512
     assert block.inner_dim == inner

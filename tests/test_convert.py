@@ -89,7 +89,7 @@ def test_block(kwargs):
 def test_stack_in_one_pass_and_step_by_step():
     official = perturbed(xLSTMBlockStack(stack_config()))
     stack = from_xlstm(official)
-    assert isinstance(stack, MLSTMStack) and stack.num_blocks == 2
+    assert isinstance(stack, MLSTMStack) and stack.num_layers == 2
     x = np.random.default_rng(1).normal(size=(2, T, 32)).astype("float32")
     expected = official_outputs(official, x)
     assert relative_error(to_numpy(stack(x)), expected) < 1e-4

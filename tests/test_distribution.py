@@ -1,8 +1,10 @@
 """Training under ``keras.distribution`` on JAX, with two virtual CPU
 devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``, set in a
 subprocess because JAX fixes its devices at start-up): ``DataParallel`` and
-``ModelParallel`` (a ``LayoutMap`` sharding the blocks' projections) give
-the losses of single-device training.
+``ModelParallel`` (``XLSTMBackbone.get_layout_map``: the blocks'
+projections, the embedding and the output projection split over a "model"
+axis) give the losses of single-device training, and the map really
+shards those weights.
 
 Tolerance: 1e-4 relative on each of 4 epoch losses (float32; the sharded
 programs sum the gradients in another order, and four epochs of Adam at
@@ -28,40 +30,38 @@ import sys
 import keras
 import numpy as np
 
-import keras_mlstm
+from keras_mlstm.models.xlstm import XLSTMBackbone
+from keras_mlstm.models.xlstm import XLSTMCausalLM
 
 
 def train(distribution):
     if distribution is not None:
         keras.distribution.set_distribution(distribution)
     keras.utils.set_random_seed(0)
-    # Functional, so that weight paths start at the layer names the
-    # LayoutMap names (a Sequential prefixes its own name).
-    tokens = keras.Input((None,), dtype="int32")
-    x = keras.layers.Embedding(16, 64, name="token_embedding")(tokens)
-    x = keras_mlstm.MLSTMStack(
-        2,
+    backbone = XLSTMBackbone(
+        vocabulary_size=16,
+        num_layers=2,
+        hidden_dim=64,
         num_heads=2,
         chunk_size=8,
         block_variant=sys.argv[1],
         seed=0,
-        name="mlstm_stack",
-    )(x)
-    model = keras.Model(tokens, keras.layers.Dense(16, name="lm_head")(x))
+    )
+    model = XLSTMCausalLM(backbone)
     model.compile(
-        keras.optimizers.Adam(1e-2),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, 16, size=(8, 25))
+    tokens = rng.integers(0, 16, size=(8, 25)).astype("int32")
+    inputs = {"token_ids": tokens[:, :-1], "padding_mask": tokens[:, :-1] >= 0}
     history = model.fit(
-        tokens[:, :-1], tokens[:, 1:], batch_size=8, epochs=4, verbose=0
+        inputs, tokens[:, 1:], batch_size=8, epochs=4, verbose=0
     )
     keras.distribution.set_distribution(None)
     sharded = {
-        v.path: str(getattr(v.value.sharding, "spec", None))
+        v.path: list(getattr(v.value.sharding, "spec", None) or [])
         for v in model.weights
-        if "kernel" in v.path
     }
     return history.history["loss"], sharded
 
@@ -71,18 +71,23 @@ assert len(devices) == 2, devices
 single, _ = train(None)
 data, _ = train(keras.distribution.DataParallel(devices=devices))
 mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"], devices)
-layout = keras.distribution.LayoutMap(mesh)
-for name in ("up", "q", "k", "v", "output_gate", "ffn_gate", "ffn_up"):
-    layout[rf"mlstm_stack/block_\d+/{name}/kernel"] = (None, "model")
-for name in ("down", "out", "ffn_down"):
-    layout[rf"mlstm_stack/block_\d+/{name}/kernel"] = ("model", None)
-layout["token_embedding/embeddings"] = (None, "model")
 model, sharded = train(
-    keras.distribution.ModelParallel(layout_map=layout, batch_dim_name="batch")
+    keras.distribution.ModelParallel(
+        layout_map=XLSTMBackbone.get_layout_map(mesh), batch_dim_name="batch"
+    )
 )
 print(json.dumps({"single": single, "data": data, "model": model,
                   "sharded": sharded}))
 """
+
+# (the projections the layout map splits by columns, by rows), per variant
+SPLIT = {
+    "mlstm": (("up",), ("down",)),
+    "large": (
+        ("q", "k", "v", "output_gate", "ffn_gate", "ffn_up"),
+        ("out", "ffn_down"),
+    ),
+}
 
 
 @pytest.mark.skipif(
@@ -99,6 +104,7 @@ print(json.dumps({"single": single, "data": data, "model": model,
     ],
 )
 def test_data_and_model_parallel_match_single_device(variant):
+    pytest.importorskip("keras_hub")
     env = dict(
         os.environ,
         KERAS_BACKEND="jax",
@@ -119,7 +125,17 @@ def test_data_and_model_parallel_match_single_device(variant):
     for kind in ("data", "model"):
         for a, b in zip(losses[kind], single, strict=True):
             assert abs(a - b) <= 1e-4 * abs(b), (kind, losses)
-    # The layout map took effect: the projections are split over "model".
+    # `XLSTMBackbone.get_layout_map` took effect: every projection of every
+    # block is split over "model", by columns or rows, and so are the
+    # embedding table (by vocabulary) and the separate output projection.
     specs = losses["sharded"]
-    kernels = [p for p in specs if "block_0" in p and "kernel" in p]
-    assert any("model" in specs[p] for p in kernels), specs
+    columns, rows = SPLIT[variant]
+    for block in (0, 1):
+        for names, spec in ((columns, ["batch", "model"]), (rows, ["model"])):
+            for name in names:
+                path = f"mlstm_stack/block_{block}/{name}/kernel"
+                assert specs[path][: len(spec)] == spec, (path, specs[path])
+    assert specs["token_embedding/embeddings"][0] == "model", specs
+    assert specs["token_embedding/reverse_embeddings"][1] == "model", specs
+    replicated = [p for p, spec in specs.items() if "model" not in spec]
+    assert any("gate_bias" in p for p in replicated), replicated

@@ -213,3 +213,14 @@ def test_distributed_training_smoke_matches_one_device():
     for run, difference in out["differences"].items():
         assert difference < 1e-4, run
     assert len(out["losses"]["processes"]) == 4
+    # XLSTMBackbone.get_layout_map split the projections and the tables.
+    expected = {
+        f"mlstm_stack/block_{block}/{name}/kernel"
+        for block in (0, 1)
+        for name in ("up", "down")
+    }
+    expected |= {
+        "token_embedding/embeddings",
+        "token_embedding/reverse_embeddings",
+    }
+    assert set(out["split"]) == expected

@@ -17,11 +17,11 @@ from utils import to_numpy
 keras_hub = pytest.importorskip("keras_hub")
 import keras  # noqa: E402
 
-from keras_mlstm.models import hub  # noqa: E402
-from keras_mlstm.models.hub import XLSTMBackbone  # noqa: E402
-from keras_mlstm.models.hub import XLSTMByteTokenizer  # noqa: E402
-from keras_mlstm.models.hub import XLSTMCausalLM  # noqa: E402
-from keras_mlstm.models.hub import XLSTMCausalLMPreprocessor  # noqa: E402
+from keras_mlstm.models import xlstm  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMBackbone  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMByteTokenizer  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMCausalLM  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMCausalLMPreprocessor  # noqa: E402
 
 VOCAB, LENGTH = 40, 10
 VARIANTS = ["large", "mlstm"]
@@ -405,9 +405,9 @@ def test_int8_model_saves_and_reloads(variant, tmp_path):
         )
 
 
-@pytest.mark.parametrize("name", hub.__all__)
+@pytest.mark.parametrize("name", xlstm.__all__)
 def test_public_api_documented_registered_and_examples_run(name):
-    obj = getattr(hub, name)
+    obj = getattr(xlstm, name)
     if isinstance(obj, type) and issubclass(obj, keras.layers.Layer):
         registered = keras.saving.get_registered_name(obj)
         assert registered == f"keras_mlstm>{name}"
@@ -415,7 +415,7 @@ def test_public_api_documented_registered_and_examples_run(name):
         assert section in obj.__doc__, f"{name} lacks {section}"
     finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
-    namespace = {n: getattr(hub, n) for n in hub.__all__}
+    namespace = {n: getattr(xlstm, n) for n in xlstm.__all__}
     tests = finder.find(obj, name, globs=namespace)
     assert tests and tests[0].examples, f"{name} has no example"
     for test in tests:
@@ -423,18 +423,43 @@ def test_public_api_documented_registered_and_examples_run(name):
     assert runner.failures == 0
 
 
-@pytest.mark.slow_on("jax")
-def test_generation_benchmark_rows():
-    """The generation benchmark runs both models; GPT-2's cache grows with
-    the context, the xLSTM state does not."""
-    from keras_mlstm.models.hub import generation_benchmark
-
-    rows = generation_benchmark.run(
-        [8, 32], width=32, layers=1, heads=2, vocabulary=20, batch=1, repeats=1
+def test_backbone_takes_the_stack_arguments_and_serializes_them():
+    backbone = XLSTMBackbone(
+        vocabulary_size=VOCAB,
+        num_layers=1,
+        hidden_dim=32,
+        num_heads=2,
+        block_variant="large",
+        norm_epsilon=1e-4,
+        name="small",
     )
-    by_model = {}
-    for row in rows:
-        assert row["step_ms"] > 0
-        by_model.setdefault(row["model"], []).append(row["cache_mb"])
-    assert by_model["xlstm"][0] == by_model["xlstm"][1]
-    assert by_model["gpt2"][1] > 3 * by_model["gpt2"][0]
+    assert backbone.name == "small"
+    assert backbone.mlstm_stack.blocks[0].norm_epsilon == 1e-4
+    config = backbone.get_config()
+    assert (config["norm_epsilon"], config["num_heads"]) == (1e-4, 2)
+    again = XLSTMBackbone.from_config(config)
+    assert again.get_config() == config
+    with pytest.raises(TypeError, match="`num_blocks`, which is now"):
+        XLSTMBackbone(VOCAB, 1, 32, num_blocks=1)
+
+
+def test_layout_map_splits_each_projection_on_its_axis():
+    mesh = keras.distribution.DeviceMesh(
+        (1, 2), ["batch", "model"], [f"cpu:{i}" for i in range(2)]
+    )
+    layout_map = XLSTMBackbone.get_layout_map(mesh)
+    for name in ("up", "q", "k", "v", "output_gate", "ffn_gate", "ffn_up"):
+        path = f"mlstm_stack/block_3/{name}/kernel"
+        assert tuple(layout_map[path].axes) == ("batch", "model"), path
+    for name in ("down", "out", "ffn_down"):
+        path = f"mlstm_stack/block_0/{name}/kernel"
+        assert tuple(layout_map[path].axes) == ("model", "batch"), path
+    table = layout_map["token_embedding/embeddings"]
+    assert tuple(table.axes) == ("model", "batch")
+    for small in ("forget_gate_bias", "q_kernel", "head_norm_weight"):
+        small = f"mlstm_stack/block_0/{small}"
+        assert layout_map[small] is None
+    with pytest.raises(ValueError, match="model_parallel_dim_name"):
+        XLSTMBackbone.get_layout_map(mesh, model_parallel_dim_name="x")
+    with pytest.raises(ValueError, match="device_mesh"):
+        XLSTMBackbone.get_layout_map("mesh")

@@ -24,10 +24,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from keras_mlstm.models.hub import SafetensorsReader  # noqa: E402
-from keras_mlstm.models.hub import XLSTMBackbone  # noqa: E402
-from keras_mlstm.models.hub import XLSTMCausalLM  # noqa: E402
-from keras_mlstm.models.hub import XLSTMTokenizer  # noqa: E402
+from keras_mlstm.models.xlstm import SafetensorsReader  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMBackbone  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMCausalLM  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMTokenizer  # noqa: E402
 
 TEXTS = [
     "def add(a, b):\n    return a + b\n",
@@ -58,10 +58,12 @@ def train_tokenizer():
     return tokenizer
 
 
-def save_checkpoint(directory, tokenizer, dtype=None, shard_size="5GB"):
-    """Save a random `xLSTMForCausalLM`; return the expected prompt ids,
-    logits and greedy continuation (computed in float32 by `transformers`
-    from the saved weights)."""
+def save_checkpoint(
+    directory, tokenizer, dtype=None, shard_size="5GB", **settings
+):
+    """Save a random `xLSTMForCausalLM` (`settings` override its config);
+    return the expected prompt ids, logits and greedy continuation
+    (computed in float32 by `transformers` from the saved weights)."""
     torch.manual_seed(0)
     config = transformers.xLSTMConfig(
         vocab_size=tokenizer.get_vocab_size(),
@@ -74,6 +76,7 @@ def save_checkpoint(directory, tokenizer, dtype=None, shard_size="5GB"):
         eos_token_id=0,
         pad_token_id=1,
         autocast_kernel_dtype="float32",
+        **settings,
     )
     model = transformers.xLSTMForCausalLM(config).eval()
     with torch.no_grad():  # move gates and norms off their init values
@@ -135,6 +138,22 @@ def test_logits_and_greedy_generation_match_transformers(checkpoint):
     np.testing.assert_array_equal(
         greedy(lm, ids, generated.shape[1]), generated
     )
+
+
+def test_tied_config_and_other_norm_epsilon_load_as_transformers_runs_them(
+    tmp_path, tokenizer
+):
+    """`transformers` declares no tied weights for xLSTM: a checkpoint
+    whose config says `tie_word_embeddings=True` keeps and uses its own
+    `lm_head.weight`. Its norms' epsilon (`norm_eps`) reaches the blocks."""
+    directory = str(tmp_path)
+    ids, logits, _ = save_checkpoint(
+        directory, tokenizer, tie_word_embeddings=True, norm_eps=1e-3
+    )
+    lm = XLSTMCausalLM.from_preset(directory)
+    assert lm.backbone.tie_word_embeddings is False
+    assert lm.backbone.norm_epsilon == 1e-3
+    assert np.abs(logits_of(lm, ids) - logits).max() < 1e-4
 
 
 def test_sharded_bfloat16_checkpoint(tmp_path, tokenizer):
@@ -232,9 +251,7 @@ def test_unsupported_checkpoints_raise(tmp_path, checkpoint):
 
 
 def test_missing_or_extra_weights_raise(checkpoint):
-    from keras_mlstm.models.hub.transformers_loader import (
-        load_transformers_weights,
-    )
+    from keras_mlstm.models.xlstm.convert_xlstm import convert_weights
 
     directory, _ = checkpoint
     reader = SafetensorsReader([os.path.join(directory, "model.safetensors")])
@@ -242,8 +259,8 @@ def test_missing_or_extra_weights_raise(checkpoint):
     entries = dict(reader)
     entries["backbone.blocks.9.extra.weight"] = np.zeros(3, "float32")
     with pytest.raises(ValueError, match="no counterpart"):
-        load_transformers_weights(backbone, entries)
+        convert_weights(backbone, entries)
     del entries["backbone.blocks.9.extra.weight"]
     del entries["lm_head.weight"]
     with pytest.raises(ValueError, match="lm_head.weight"):
-        load_transformers_weights(backbone, entries)
+        convert_weights(backbone, entries)

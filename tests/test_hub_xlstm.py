@@ -22,7 +22,7 @@ pytest.importorskip("xlstm")
 from xlstm.xlstm_lm_model import xLSTMLMModel  # noqa: E402
 from xlstm.xlstm_lm_model import xLSTMLMModelConfig  # noqa: E402
 
-from keras_mlstm.models.hub import XLSTMCausalLM  # noqa: E402
+from keras_mlstm.models.xlstm import XLSTMCausalLM  # noqa: E402
 
 pytestmark = pytest.mark.slow_on("jax")
 

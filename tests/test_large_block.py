@@ -95,7 +95,7 @@ def test_padding_is_invisible():
 
 
 def test_initialisation():
-    block = MLSTMLargeBlock(num_heads=4, num_blocks=2, seed=1)
+    block = MLSTMLargeBlock(num_heads=4, num_layers=2, seed=1)
     block.build((None, None, 256))
     assert (block.qk_dim, block.v_dim, block.ffn_dim) == (128, 256, 704)
     small = np.sqrt(2 / (5 * 256))

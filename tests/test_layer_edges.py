@@ -203,10 +203,10 @@ def test_empty_batch(name, masked):
 def test_empty_batch_through_models_and_cells():
     model = build_mlstm_model(
         "classification",
-        vocab_size=np.int64(30),
+        vocabulary_size=np.int64(30),
         num_classes=3,
-        embedding_dim=16,
-        num_blocks=1,
+        hidden_dim=16,
+        num_layers=1,
         num_heads=2,
     )
     assert tuple(model(np.zeros((0, 5), "int32")).shape) == (0, 3)

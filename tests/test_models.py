@@ -35,10 +35,10 @@ def perturb(model, seed=0, scale=0.1):
 def small_classifier(variant="mlstm", seed=0):
     model = build_mlstm_model(
         "classification",
-        vocab_size=23,
+        vocabulary_size=23,
         num_classes=3,
-        embedding_dim=32,
-        num_blocks=2,
+        hidden_dim=32,
+        num_layers=2,
         num_heads=2,
         block_variant=variant,
         mask_zero=True,
@@ -96,10 +96,10 @@ def test_classifier_with_padding_learns(pooling):
     labels = ((tokens == 1) | (tokens == 2)).sum(1) > (tokens > 2).sum(1)
     model = build_mlstm_model(
         "classification",
-        vocab_size=5,
+        vocabulary_size=5,
         num_classes=2,
-        embedding_dim=32,
-        num_blocks=1,
+        hidden_dim=32,
+        num_layers=1,
         num_heads=2,
         pooling=pooling,
         mask_zero=True,
@@ -124,7 +124,7 @@ def test_classifier_with_padding_learns(pooling):
 @pytest.mark.slow_on("jax")
 def test_regression_model_shapes_and_any_length():
     model = build_mlstm_model(
-        "regression", input_dim=3, output_dim=2, embedding_dim=32, num_heads=2
+        "regression", input_dim=3, output_dim=2, hidden_dim=32, num_heads=2
     )
     for length in (1, 5, 70):
         x = np.zeros((2, length, 3), "float32")
@@ -150,13 +150,19 @@ def test_masked_pooling():
         ({"task": "classification", "num_classes": 2}, "input_dim"),
         ({"task": "classification", "input_dim": 3}, "num_classes"),
         ({"task": "regression", "input_dim": 3}, "output_dim"),
-        ({"task": "regression", "vocab_size": 3, "output_dim": 1}, "input_dim"),
-        ({"task": "classification", "vocab_size": 9, "input_dim": 3}, "both"),
-        ({"task": "language_model", "vocab_size": 9}, "task"),
+        (
+            {"task": "regression", "vocabulary_size": 3, "output_dim": 1},
+            "input_dim",
+        ),
+        (
+            {"task": "classification", "vocabulary_size": 9, "input_dim": 3},
+            "both",
+        ),
+        ({"task": "language_model", "vocabulary_size": 9}, "task"),
         ({"task": "classification", "pooling": "max"}, "pooling"),
         (
-            {"task": "regression", "input_dim": 3, "embedding_dim": 0},
-            "embedding_dim",
+            {"task": "regression", "input_dim": 3, "hidden_dim": 0},
+            "hidden_dim",
         ),
     ],
 )
@@ -233,3 +239,120 @@ def test_layers_trace_with_unknown_batch_and_length(make):
     data = np.random.default_rng(0).normal(size=(6, 9, 32)).astype("f4")
     model.fit(data, data[..., :1], batch_size=4, epochs=1, verbose=0)
     assert model.predict(data[:, :5], verbose=0).shape == (6, 5, 1)
+
+
+@pytest.mark.parametrize(
+    "make,old,new",
+    [
+        (lambda: MLSTMStack(num_blocks=2), "num_blocks", "num_layers"),
+        (
+            lambda: keras_mlstm.MLSTMBlock(num_blocks=2),
+            "num_blocks",
+            "num_layers",
+        ),
+        (
+            lambda: keras_mlstm.MLSTMLargeBlock(num_blocks=2),
+            "num_blocks",
+            "num_layers",
+        ),
+        (
+            lambda: build_mlstm_model(
+                "classification", vocab_size=9, num_classes=2
+            ),
+            "vocab_size",
+            "vocabulary_size",
+        ),
+        (
+            lambda: build_mlstm_model(
+                "regression", input_dim=2, output_dim=1, embedding_dim=8
+            ),
+            "embedding_dim",
+            "hidden_dim",
+        ),
+        (
+            lambda: build_mlstm_model(
+                "regression", input_dim=2, output_dim=1, num_blocks=1
+            ),
+            "num_blocks",
+            "num_layers",
+        ),
+    ],
+)
+def test_renamed_arguments_raise_a_type_error_naming_the_new_one(
+    make, old, new
+):
+    with pytest.raises(TypeError, match=f"`{old}`, which is now `{new}`"):
+        make()
+
+
+def test_models_saved_before_the_renames_load(tmp_path):
+    """A `.keras` file whose stack config says `num_blocks` (as every file
+    saved before issue #20 does) loads, with the same outputs."""
+    import zipfile
+
+    model = small_classifier()
+    path, old = str(tmp_path / "new.keras"), str(tmp_path / "old.keras")
+    model.save(path)
+    with zipfile.ZipFile(path) as new_file, zipfile.ZipFile(old, "w") as f:
+        for item in new_file.infolist():
+            data = new_file.read(item.filename)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert '"num_layers": 2' in text
+                data = text.replace('"num_layers": 2', '"num_blocks": 2')
+            f.writestr(item, data)
+    loaded = keras.saving.load_model(old)
+    assert loaded.get_layer("mlstm_stack").num_layers == 2
+    tokens = np.random.default_rng(0).integers(1, 23, size=(2, 7))
+    np.testing.assert_array_equal(
+        to_numpy(loaded(tokens)), to_numpy(model(tokens))
+    )
+
+
+@pytest.mark.parametrize("name", ["ReversibleEmbedding", "SoftCap"])
+def test_removed_layers_say_what_replaces_them(name):
+    config = {"class_name": f"keras_mlstm>{name}", "config": {}}
+    with pytest.raises(TypeError, match=f"keras_mlstm.{name} was removed"):
+        keras.saving.deserialize_keras_object(config)
+    assert not hasattr(keras_mlstm, name)
+
+
+def test_models_pass_every_stack_argument_on():
+    """`build_mlstm_model` declares only its own arguments; every other
+    one reaches the stack, which serializes it."""
+    model = build_mlstm_model(
+        "regression",
+        input_dim=3,
+        output_dim=1,
+        hidden_dim=32,
+        num_layers=1,
+        num_heads=2,
+        block_variant="large",
+        norm_epsilon=1e-4,
+        gate_soft_cap=7.0,
+    )
+    stack = model.get_layer("mlstm_stack")
+    config = stack.get_config()
+    assert (config["block_variant"], config["norm_epsilon"]) == ("large", 1e-4)
+    assert stack.blocks[0].norm_epsilon == 1e-4
+    assert stack.blocks[0].gate_soft_cap == 7.0
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        build_mlstm_model("regression", input_dim=3, output_dim=1, units=4)
+
+
+def test_padding_mask_masks_as_mask_does_and_leaves_no_keras_mask():
+    """KerasHub's way (`padding_mask`) and Keras's (`mask`) compute the
+    same; only `mask` follows the outputs as a Keras mask."""
+    stack = MLSTMStack(2, num_heads=2, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, 6, 32)).astype("float32")
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
+    by_mask = stack(x, mask=mask)
+    by_padding = stack(x, padding_mask=mask.astype("int32"))
+    np.testing.assert_array_equal(to_numpy(by_padding), to_numpy(by_mask))
+    both = stack(x, mask=np.ones_like(mask), padding_mask=mask)
+    np.testing.assert_array_equal(to_numpy(both), to_numpy(by_mask))
+    inputs = keras.Input((None, 32))
+    outputs = stack(inputs, padding_mask=keras.Input((None,), dtype="int32"))
+    assert getattr(outputs, "_keras_mask", None) is None
+    masked = stack(keras.layers.Masking()(inputs))
+    assert getattr(masked, "_keras_mask", None) is not None

@@ -9,7 +9,8 @@ own `benchmarks/` folder:
 - one module per family of measurements, each a suite (or two) of the
   command line: `ops.py` (`ops`, `peer`), `layer.py`,
   `everyday.py`, `lm.py`, `official.py`, `decode.py`,
-  `flops.py`, `step.py`, `memory.py`;
+  `flops.py`, `step.py`, `memory.py`, `generate.py` (the KerasHub models;
+  `lm` and `generate` need the `hub` extra);
 - `report.py`: console lines, Markdown tables and the plot, read from
   the rows the suites measured;
 - `cli.py`: the options, the `SUITES` registry and `main`.

@@ -21,6 +21,7 @@ import keras
 from keras_mlstm.benchmark import decode
 from keras_mlstm.benchmark import everyday
 from keras_mlstm.benchmark import flops
+from keras_mlstm.benchmark import generate
 from keras_mlstm.benchmark import layer
 from keras_mlstm.benchmark import lm
 from keras_mlstm.benchmark import memory
@@ -32,12 +33,25 @@ from keras_mlstm.benchmark.options import add_int
 from keras_mlstm.benchmark.timing import BACKEND
 
 # The order suites run in; `ops` serves two suites (`ops`, `peer`).
-MODULES = (ops, layer, decode, flops, step, memory, everyday, lm, official)
+MODULES = (
+    ops,
+    layer,
+    decode,
+    flops,
+    step,
+    memory,
+    everyday,
+    lm,
+    official,
+    generate,
+)
 SUITES = {name: module for module in MODULES for name in module.HELP}
 # Suites that need an optional package: why it cannot be imported, or None.
 REQUIRES = {
     "peer": ops.kernels_unavailable,
     "official": official.xlstm_unavailable,
+    "lm": generate.hub_unavailable,
+    "generate": generate.hub_unavailable,
 }
 # What runs without `--suite`: those of them whose package is missing are
 # left out with a message; named in `--suite`, they stop the command.

@@ -1,5 +1,5 @@
 """The `decode` suite: per-token latency of step-by-step generation
-through a stack of `MLSTM` layers after prefilling contexts of growing
+through `mLSTM` (stacked `MLSTM` layers) after prefilling contexts of growing
 length (chunkwise form), the state carried from step to step. The state
 is O(1), so the latency must stay flat as the context grows.
 """
@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_mlstm.benchmark.options import add_int
 from keras_mlstm.benchmark.timing import block_until_ready
-from keras_mlstm.layers.mlstm import MLSTM
+from keras_mlstm.models.pyxlstm import mLSTM
 from keras_mlstm.ops.compat import compile_function
 
 HELP = {
@@ -58,26 +58,17 @@ def run(args):
     compiles) and its ratio to the first (shortest) context's."""
     rng = np.random.default_rng(0)
     units = args.decode_units
-    stack = [
-        MLSTM(units, return_sequences=True, return_state=True)
-        for _ in range(args.decode_layers)
-    ]
+    stack = mLSTM(units, units, num_layers=args.decode_layers, num_heads=4)
 
     def forward(x, states):
-        new_states = []
-        for layer, state in zip(stack, states, strict=True):
-            x, *state = layer(x, initial_state=state)
-            new_states.append(state)
-        return x, new_states
+        return stack(x, hidden_state=states)
 
     step = compile_function(forward)
     first = None
     for context in args.contexts:
         prompt = rng.normal(size=(1, context, units)).astype("float32")
         start = time.perf_counter()
-        _, states = forward(
-            keras.ops.convert_to_tensor(prompt), [None] * len(stack)
-        )
+        _, states = forward(keras.ops.convert_to_tensor(prompt), None)
         block_until_ready(states)
         prefill = time.perf_counter() - start
         token = keras.ops.convert_to_tensor(

@@ -2,8 +2,9 @@
 trained step by step (Adam, cross-entropy of the next token), interleaved
 on the same token batches:
 
-- `mLSTM`: `Embedding -> MLSTMStack(--lm-blocks, num_heads=4) ->
-  Dense(vocabulary)`;
+- `mLSTM`: KerasHub's `XLSTMCausalLM` of `--lm-blocks` `"mlstm"` blocks
+  (4 heads; its own embedding and output projection), fed unpadded token
+  ids as the other two are (needs KerasHub, the `hub` extra);
 - `LSTM`: `Embedding -> 2 x LSTM -> Dense(vocabulary)`;
 - `Transformer`: `Embedding` + learned position embedding, then
   `--lm-blocks` pre-norm blocks of causal `MultiHeadAttention` (4
@@ -35,12 +36,12 @@ from keras_mlstm.benchmark.layer import causal_attention
 from keras_mlstm.benchmark.options import add_int
 from keras_mlstm.benchmark.timing import compile_for_training
 from keras_mlstm.benchmark.timing import time_training
-from keras_mlstm.models.stack import MLSTMStack
 
 HELP = {
-    "lm": "language models (an MLSTMStack, a 2-layer LSTM, a causal"
-    " Transformer) of about --lm-params parameters: first train_on_batch"
-    " (compilation) and tokens per second over --lm-lengths",
+    "lm": "language models (KerasHub's XLSTMCausalLM, a 2-layer LSTM, a"
+    " causal Transformer) of about --lm-params parameters: first"
+    " train_on_batch (compilation) and tokens per second over --lm-lengths"
+    ' (needs KerasHub: pip install -e ".[hub]")',
 }
 
 LSTM_LAYERS = 2
@@ -100,7 +101,21 @@ def _language_model(vocab, width, body):
 
 
 def mlstm_model(vocab, width, blocks, context):
-    return _language_model(vocab, width, MLSTMStack(blocks, num_heads=4))
+    from keras_mlstm.models.xlstm import XLSTMBackbone
+    from keras_mlstm.models.xlstm import XLSTMCausalLM
+
+    language_model = XLSTMCausalLM(
+        XLSTMBackbone(
+            vocabulary_size=vocab,
+            num_layers=blocks,
+            hidden_dim=width,
+            num_heads=4,
+            block_variant="mlstm",
+        )
+    )
+    tokens = keras.Input((None,), dtype="int32")
+    inputs = {"token_ids": tokens, "padding_mask": keras.ops.ones_like(tokens)}
+    return keras.Model(tokens, language_model(inputs))
 
 
 def lstm_model(vocab, width, blocks, context):

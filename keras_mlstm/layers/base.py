@@ -1,9 +1,11 @@
 """Pieces the layers share: input checks, head reshapes, and the plumbing
 of a recurrent block (its state, `return_state`, symbolic outputs)."""
 
+import math
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_mlstm.layers.projection import Projection
@@ -12,6 +14,7 @@ from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import linear
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import static_shape
+from keras_mlstm.ops.compat import reduce_max
 
 
 def check_sequence_inputs(name, inputs, features):
@@ -47,8 +50,60 @@ def known_features(name, input_shape):
     return int(features)
 
 
-def check_mask(mask, shape):
-    """Raise ValueError unless `mask` is None or `(B, T)` of `shape`."""
+# Renamed by issue #20 in the blocks, the stack and the models built on
+# it (old -> new): the depth is `num_layers` everywhere, as in KerasHub.
+RENAMED = {"num_blocks": "num_layers"}
+
+
+def reject_renamed(owner, kwargs, renames):
+    """Raise TypeError naming the new name of any argument of `kwargs`
+    that `renames` (old name -> new name) lists; `owner` names the class
+    or function."""
+    for old, new in renames.items():
+        if old in kwargs:
+            raise TypeError(
+                f"{owner}() got the argument `{old}`, which is now `{new}` "
+                "(docs/migration.md lists every renamed argument)."
+            )
+
+
+def upgrade_config(config, renames):
+    """`config` with the keys `renames` lists under their new names: the
+    configs of files saved before the rename load unchanged."""
+    return {renames.get(key, key): value for key, value in config.items()}
+
+
+def small_init_std(width):
+    """The standard deviation of the official xLSTM "small init" for
+    weights that read a `width`-wide input (embeddings, up-projections):
+    `sqrt(2 / (5 width))` (Nguyen and Salazar, 2019)."""
+    return math.sqrt(2.0 / (5.0 * width))
+
+
+def forget_gate_bias_initializer(num_heads):
+    """The official xLSTM forget-gate biases: spread over [3, 6] across
+    heads (3 for one head), so that the heads start with memories of about
+    20 to 400 steps (sigmoid(3) = 0.95, sigmoid(6) = 0.998)."""
+    values = np.linspace(3.0, 6.0, num_heads).tolist() if num_heads > 1 else 3.0
+    return keras.initializers.Constant(values)
+
+
+def last_step(x, mask):
+    """`x` (B, T, F) at each sequence's last unmasked step, `(B, F)`: the
+    last step for `mask=None`, zeros for a fully masked sequence."""
+    if mask is None:
+        return x[:, -1]
+    length = ops.shape(mask)[1]
+    steps = ops.arange(length, dtype="int32")[None]  # (1, T)
+    last = reduce_max(ops.where(mask, steps, -1), axis=1)  # (B,), B = 0 too
+    index = ops.reshape(ops.maximum(last, 0), (-1, 1, 1))
+    chosen = ops.take_along_axis(x, index, axis=1)[:, 0]  # (B, F)
+    return ops.where((last >= 0)[:, None], chosen, ops.zeros_like(chosen))
+
+
+def check_mask(mask, shape, name="mask"):
+    """Raise ValueError naming `name` unless `mask` is None or `(B, T)` of
+    `shape`."""
     if mask is None:
         return
     mask_shape = static_shape(mask)
@@ -57,7 +112,7 @@ def check_mask(mask, shape):
         for a, b in zip(mask_shape, shape[:2], strict=True)
     ):
         raise ValueError(
-            f"`mask` must have shape (batch, time) = {tuple(shape[:2])}; "
+            f"`{name}` must have shape (batch, time) = {tuple(shape[:2])}; "
             f"received shape {mask_shape}."
         )
 
@@ -219,10 +274,19 @@ class RecurrentBlock(SublayerPolicies, ReturnsState, keras.layers.Layer):
     symbolic output shapes, specs and masks.
     """
 
+    def __init__(self, **kwargs):
+        reject_renamed(type(self).__name__, kwargs, RENAMED)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before issue #20 name the depth `num_blocks`.
+        return super().from_config(upgrade_config(config, RENAMED))
+
     def _set_common(
         self,
         num_heads,
-        num_blocks,
+        num_layers,
         use_bias,
         form,
         chunk_size,
@@ -231,7 +295,7 @@ class RecurrentBlock(SublayerPolicies, ReturnsState, keras.layers.Layer):
     ):
         """Check and store the arguments every block takes."""
         self.num_heads = positive_int("num_heads", num_heads)
-        self.num_blocks = positive_int("num_blocks", num_blocks)
+        self.num_layers = positive_int("num_layers", num_layers)
         self.chunk_size = check_chunk_size(chunk_size)
         check_options("sigmoid", 0.0, form=form)
         self.use_bias = bool(use_bias)

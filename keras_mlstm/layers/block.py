@@ -9,12 +9,12 @@ DH = I / NH, K causal convolution width.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_mlstm.layers.base import RecurrentBlock
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import forget_gate_bias_initializer
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import head_gates
@@ -22,6 +22,7 @@ from keras_mlstm.layers.base import known_features
 from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import select_steps
+from keras_mlstm.layers.base import small_init_std
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import NEG_LOG_WEIGHT
@@ -59,7 +60,7 @@ class MLSTMBlock(RecurrentBlock):
     Norm scales are stored as offsets from 1 (`1 + w`, `w` initialised
     to 0), as the official code. Initialisation as the official code: small
     init (normal, std `sqrt(2 / (5 D))`) for `W_up` and the q, k, v
-    blocks, Wang init (std `2 / num_blocks / sqrt(D)`) for `W_down`,
+    blocks, Wang init (std `2 / num_layers / sqrt(D)`) for `W_down`,
     gate kernels 0, forget-gate biases `linspace(3, 6)` over heads,
     input-gate biases normal with std 0.1, skip 1, convolution as PyTorch's
     `Conv1d` (uniform in `+-1 / sqrt(K)`).
@@ -83,7 +84,7 @@ class MLSTMBlock(RecurrentBlock):
             official default). Defaults to `False`.
         dropout: dropout rate on the block's output before the residual.
             Defaults to `0.0`.
-        num_blocks: number of blocks in the stack, for the Wang init of
+        num_layers: number of blocks in the stack, for the Wang init of
             `W_down`. Defaults to `1`.
         form: `"auto"`, `"parallel"`, `"chunkwise"` or `"recurrent"`: how
             the mLSTM is computed (same result). Defaults to `"auto"`.
@@ -139,7 +140,7 @@ class MLSTMBlock(RecurrentBlock):
         qkv_proj_blocksize=4,
         use_bias=False,
         dropout=0.0,
-        num_blocks=1,
+        num_layers=1,
         form="auto",
         chunk_size="auto",
         return_state=False,
@@ -149,7 +150,7 @@ class MLSTMBlock(RecurrentBlock):
         super().__init__(**kwargs)
         self._set_common(
             num_heads,
-            num_blocks,
+            num_layers,
             use_bias,
             form,
             chunk_size,
@@ -189,7 +190,7 @@ class MLSTMBlock(RecurrentBlock):
         self.head_size = inner // self.num_heads
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
         small = keras.initializers.RandomNormal
-        small_std = math.sqrt(2.0 / (5.0 * features))
+        small_std = small_init_std(features)
         blocks = inner // self.qkv_proj_blocksize
         size = self.qkv_proj_blocksize
         bound = 1.0 / math.sqrt(self.conv_kernel_size)
@@ -245,11 +246,7 @@ class MLSTMBlock(RecurrentBlock):
         self.forget_gate_bias = self.add_weight(
             name="forget_gate_bias",
             shape=(self.num_heads,),
-            initializer=keras.initializers.Constant(
-                np.linspace(3.0, 6.0, self.num_heads).tolist()
-                if self.num_heads > 1
-                else 3.0
-            ),
+            initializer=forget_gate_bias_initializer(self.num_heads),
             autocast=False,
         )
         self.head_norm_weight = self.add_weight(
@@ -262,7 +259,7 @@ class MLSTMBlock(RecurrentBlock):
             "down",
             features,
             inner,
-            2.0 / self.num_blocks / math.sqrt(features),
+            2.0 / self.num_layers / math.sqrt(features),
             7,
         )
         self.q_bias = self.k_bias = self.v_bias = None
@@ -431,7 +428,7 @@ class MLSTMBlock(RecurrentBlock):
                 "qkv_proj_blocksize": self.qkv_proj_blocksize,
                 "use_bias": self.use_bias,
                 "dropout": self.dropout,
-                "num_blocks": self.num_blocks,
+                "num_layers": self.num_layers,
                 "form": self.form,
                 "chunk_size": self.chunk_size,
                 "return_state": self.return_state,

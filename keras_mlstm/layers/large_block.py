@@ -9,12 +9,12 @@ x D, V = v_dim_factor x D, F the feed-forward width.
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_mlstm.layers.base import RecurrentBlock
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import forget_gate_bias_initializer
 from keras_mlstm.layers.base import from_heads
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import head_gates
@@ -22,6 +22,7 @@ from keras_mlstm.layers.base import known_features
 from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import select_steps
+from keras_mlstm.layers.base import small_init_std
 from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.norms import rms_normalize
 from keras_mlstm.layers.norms import soft_cap
@@ -57,7 +58,7 @@ class MLSTMLargeBlock(RecurrentBlock):
     Norm weights multiply directly (ones at init). Initialisation: small
     init (normal, std `sqrt(2 / (5 D))`) for the q, k, v, output-gate and
     feed-forward input projections, Wang init (std
-    `2 / num_blocks / sqrt(D)`) for `W_out` and `W_down`, gate kernels
+    `2 / num_layers / sqrt(D)`) for `W_out` and `W_down`, gate kernels
     zero, forget-gate biases `linspace(3, 6)` over heads and input-gate
     biases -10 (the xLSTM 7B paper's choice, which keeps early input gates
     small).
@@ -71,7 +72,7 @@ class MLSTMLargeBlock(RecurrentBlock):
             `15.0`.
         norm_epsilon: epsilon of every norm. Defaults to `1e-6`.
         use_bias: biases on projections and norms. Defaults to `False`.
-        num_blocks: blocks in the stack, for the Wang init. Defaults to `1`.
+        num_layers: blocks in the stack, for the Wang init. Defaults to `1`.
         form: how the mLSTM is computed (as `keras_mlstm.ops.mlstm`).
             Defaults to `"auto"`.
         chunk_size: chunk length of the chunkwise form, an int or
@@ -118,7 +119,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         gate_soft_cap=15.0,
         norm_epsilon=1e-6,
         use_bias=False,
-        num_blocks=1,
+        num_layers=1,
         form="auto",
         chunk_size="auto",
         return_state=False,
@@ -128,7 +129,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         super().__init__(**kwargs)
         self._set_common(
             num_heads,
-            num_blocks,
+            num_layers,
             use_bias,
             form,
             chunk_size,
@@ -161,8 +162,8 @@ class MLSTMLargeBlock(RecurrentBlock):
                     f"width {width} (from {features} features)."
                 )
         self.input_spec = keras.layers.InputSpec(ndim=3, axes={-1: features})
-        small = math.sqrt(2.0 / (5.0 * features))
-        wang = 2.0 / self.num_blocks / math.sqrt(features)
+        small = small_init_std(features)
+        wang = 2.0 / self.num_layers / math.sqrt(features)
 
         def vector(name, size, initializer, **kwargs):
             return self.add_weight(
@@ -198,11 +199,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         self.forget_gate_bias = vector(
             "forget_gate_bias",
             self.num_heads,
-            keras.initializers.Constant(
-                np.linspace(3.0, 6.0, self.num_heads).tolist()
-                if self.num_heads > 1
-                else 3.0
-            ),
+            forget_gate_bias_initializer(self.num_heads),
             autocast=False,
         )
         self.head_norm_weight = vector("head_norm_weight", self.v_dim, "ones")
@@ -333,7 +330,7 @@ class MLSTMLargeBlock(RecurrentBlock):
                 "gate_soft_cap": self.gate_soft_cap,
                 "norm_epsilon": self.norm_epsilon,
                 "use_bias": self.use_bias,
-                "num_blocks": self.num_blocks,
+                "num_layers": self.num_layers,
                 "form": self.form,
                 "chunk_size": self.chunk_size,
                 "return_state": self.return_state,

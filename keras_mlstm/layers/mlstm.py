@@ -17,6 +17,7 @@ from keras.src.utils.tracking import no_automatic_dependency_tracking
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import guard_steps
+from keras_mlstm.layers.base import last_step
 from keras_mlstm.layers.base import poison
 from keras_mlstm.layers.base import poison_state
 from keras_mlstm.layers.base import to_heads
@@ -27,7 +28,6 @@ from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import rate
 from keras_mlstm.ops.common import state_dtype
-from keras_mlstm.ops.compat import reduce_max
 from keras_mlstm.ops.resolver import mlstm
 
 # Arguments of `keras.layers.LSTM` that have no meaning for the mLSTM: the
@@ -400,7 +400,7 @@ class MLSTM(keras.layers.Layer):
         if self.return_sequences:
             output = self._mask_sequence(outputs, mask)
         else:
-            output = self._last_output(outputs, mask)
+            output = last_step(outputs, mask)
         if self.return_state:
             return (output, *state)
         return output
@@ -482,21 +482,6 @@ class MLSTM(keras.layers.Layer):
         )  # (B, T, U)
         seen = ops.expand_dims(last >= 0, -1)
         return ops.where(seen, gathered, ops.zeros_like(outputs))
-
-    def _last_output(self, outputs, mask):
-        """The output at each sequence's last unmasked step (zeros for a
-        fully masked sequence)."""
-        if mask is None:
-            return outputs[:, -1]
-        length = ops.shape(mask)[1]
-        steps = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
-        last = reduce_max(
-            ops.where(mask, steps, -ops.ones_like(steps)), axis=1
-        )  # (B,), an empty batch included
-        index = ops.reshape(ops.maximum(last, 0), (-1, 1, 1))
-        output = ops.take_along_axis(outputs, index, axis=1)[:, 0]  # (B, U)
-        seen = ops.expand_dims(last >= 0, -1)
-        return ops.where(seen, output, ops.zeros_like(output))
 
     def _check_call(self, inputs, initial_state, mask):
         """Raise ValueError on malformed inputs, before any computation."""

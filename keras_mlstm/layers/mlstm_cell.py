@@ -6,9 +6,9 @@ features, U = units, NH heads, DH = U / NH head size.
 """
 
 import keras
-import numpy as np
 from keras import ops
 
+from keras_mlstm.layers.base import forget_gate_bias_initializer
 from keras_mlstm.layers.norms import standardize
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import linear
@@ -194,20 +194,13 @@ class MLSTMCell(keras.layers.Layer):
                 constraint=self.bias_constraint,
                 autocast=False,
             )
-        # Forget-gate biases spread over [3, 6] across heads, as the official
-        # code: sigmoid(3..6) = 0.95..0.998, memories of ~20 to ~400 steps.
         self.input_gate_kernel, self.input_gate_bias = self._add_gate(
             "input", features, "zeros", seed_offset=0
-        )
-        forget_bias = (
-            np.linspace(3.0, 6.0, self.num_heads).tolist()
-            if self.num_heads > 1
-            else 3.0
         )
         self.forget_gate_kernel, self.forget_gate_bias = self._add_gate(
             "forget",
             features,
-            keras.initializers.Constant(forget_bias),
+            forget_gate_bias_initializer(self.num_heads),
             seed_offset=1,
         )
         self.head_norm_scale = None

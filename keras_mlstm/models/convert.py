@@ -163,7 +163,6 @@ def load_stack_weights(loader, stack, prefix):
         )
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def load_xlstm_weights(target, state_dict):
     """Load an official `xlstm` state dict into a built Keras object.
 
@@ -252,7 +251,6 @@ def _check_built(name, layer):
         )
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def xlstm_state_dict(source):
     """The weights of a built `MLSTMBlock`, `MLSTMLargeBlock` or
     `MLSTMStack` as an official `xlstm` state dict (NumPy arrays;
@@ -344,14 +342,13 @@ def stack_kwargs(config):
     kwargs.pop("use_bias")
     return dict(
         kwargs,
-        num_blocks=config.num_blocks,
+        num_layers=config.num_blocks,
         dropout=float(config.dropout),
         use_bias=bool(config.bias),
         post_norm=bool(config.add_post_blocks_norm),
     )
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def from_xlstm(module):
     """Build the Keras counterpart of an official `xlstm` block or stack
     and load its weights.
@@ -419,7 +416,7 @@ def from_xlstm(module):
     if kind == "mLSTMBlock":
         layer_config = config.mlstm
         block = MLSTMBlock(
-            num_blocks=layer_config._num_blocks or 1,
+            num_layers=layer_config._num_blocks or 1,
             **_layer_kwargs(layer_config),
         )
         block.build((None, None, layer_config.embedding_dim))
@@ -441,18 +438,17 @@ def large_kwargs(config):
             "Only ffn_round_up_to_multiple_of=64 is supported; received "
             f"{config.ffn_round_up_to_multiple_of}."
         )
-    for name in ("norm_eps", "eps"):  # the Keras blocks' epsilons
-        if getattr(config, name, 1e-6) != 1e-6:
-            raise ValueError(
-                f"Only {name}=1e-6 is supported; received "
-                f"{getattr(config, name)}."
-            )
+    # The read-out's epsilon, which the Keras ops fix at 1e-6; the norms'
+    # (`norm_eps`) is the blocks' `norm_epsilon`.
+    if getattr(config, "eps", 1e-6) != 1e-6:
+        raise ValueError(f"Only eps=1e-6 is supported; received {config.eps}.")
     return {
         "num_heads": config.num_heads,
         "qk_dim_factor": config.qk_dim_factor,
         "v_dim_factor": config.v_dim_factor,
         "ffn_proj_factor": config.ffn_proj_factor,
         "gate_soft_cap": config.gate_soft_cap,
+        "norm_epsilon": float(getattr(config, "norm_eps", 1e-6)),
         "use_bias": bool(config.use_bias),
     }
 
@@ -462,12 +458,12 @@ def _from_large(module, kind):
     kwargs = large_kwargs(config)
     state_dict = module.state_dict()
     if kind == "mLSTMBlock":
-        block = MLSTMLargeBlock(num_blocks=config.num_blocks, **kwargs)
+        block = MLSTMLargeBlock(num_layers=config.num_blocks, **kwargs)
         block.build((None, None, config.embedding_dim))
         return load_xlstm_weights(block, state_dict)
     stack = MLSTMStack(
         **kwargs,
-        num_blocks=config.num_blocks,
+        num_layers=config.num_blocks,
         block_variant="large",
         post_norm=bool(config.add_out_norm),
     )

@@ -8,7 +8,6 @@ statement of the recurrence that the other forms are held to.
 Notation (see `common.py`): B, NH, T, DK, DV.
 """
 
-import keras
 from keras import ops
 
 from keras_mlstm.ops.common import STEP_LAYOUT
@@ -83,7 +82,6 @@ def recurrent_form(prepared, eps):
     return ops.moveaxis(h, 0, 2), state
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def mlstm_step(
     q,
     k,

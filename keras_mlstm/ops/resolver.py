@@ -5,8 +5,6 @@ in cost. `resolve_form` is the one place that turns `form="auto"` into a
 concrete form.
 """
 
-import keras
-
 from keras_mlstm.ops.chunkwise import chunkwise_form
 from keras_mlstm.ops.common import FORMS
 from keras_mlstm.ops.common import SEQUENCE_LAYOUT
@@ -21,7 +19,6 @@ from keras_mlstm.ops.parallel import parallel_form
 from keras_mlstm.ops.recurrent import recurrent_form
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def resolve_form(form, sequence_length, chunk_size=64):
     """Map a form name, `"auto"` included, to a concrete form.
 
@@ -65,7 +62,6 @@ def resolve_form(form, sequence_length, chunk_size=64):
     return "chunkwise"
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def resolve_chunk_size(chunk_size, head_size):
     """The chunk size L the chunkwise form uses: `chunk_size` itself, or
     for `"auto"` the one measured fastest on this backend for q/k heads
@@ -100,7 +96,6 @@ def resolve_chunk_size(chunk_size, head_size):
     return int(chunk_size)
 
 
-@keras.saving.register_keras_serializable(package="keras_mlstm")
 def mlstm(
     q,
     k,

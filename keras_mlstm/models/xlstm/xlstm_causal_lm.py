@@ -4,24 +4,32 @@
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common.masking import set_keras_mask
 from keras_hub.models import CausalLM
-from keras_hub.src.utils.tensor_utils import any_equal
 
-from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone
-from keras_mlstm.models.hub.xlstm_backbone import check_host_tokens
-from keras_mlstm.models.hub.xlstm_backbone import check_token_inputs
-from keras_mlstm.models.hub.xlstm_backbone import check_token_range
-from keras_mlstm.models.hub.xlstm_causal_lm_preprocessor import (
+from keras_mlstm.models.xlstm.convert_xlstm import backbone_kwargs_from_xlstm
+from keras_mlstm.models.xlstm.convert_xlstm import load_language_model_weights
+from keras_mlstm.models.xlstm.xlstm_backbone import XLSTMBackbone
+from keras_mlstm.models.xlstm.xlstm_backbone import check_host_tokens
+from keras_mlstm.models.xlstm.xlstm_backbone import check_token_inputs
+from keras_mlstm.models.xlstm.xlstm_backbone import check_token_range
+from keras_mlstm.models.xlstm.xlstm_causal_lm_preprocessor import (
     XLSTMCausalLMPreprocessor,
 )
-from keras_mlstm.models.hub.xlstm_converter import backbone_kwargs_from_xlstm
-from keras_mlstm.models.hub.xlstm_converter import load_language_model_weights
+from keras_mlstm.models.xlstm.xlstm_presets import PresetLoading
 
 # Fills the positions the sampler has yet to write: no token has this id,
 # so KerasHub's samplers, which stop a row at the first stop token they
 # find after the prompt, never take the padding for generated text.
 UNWRITTEN = -1
+
+
+def any_equal(token_ids, stop_token_ids, where):
+    """Bool `(batch, length)`: where `where` is true and the id is one of
+    `stop_token_ids` (a tuple of ints)."""
+    found = ops.zeros_like(where, dtype="bool")
+    for stop in stop_token_ids:
+        found = ops.logical_or(found, ops.equal(token_ids, stop))
+    return ops.logical_and(found, where)
 
 
 def check_max_length(max_length):
@@ -74,7 +82,7 @@ def check_prompts(inputs, vocabulary_size):
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class XLSTMCausalLM(CausalLM):
+class XLSTMCausalLM(PresetLoading, CausalLM):
     """An xLSTM language model: predicts each next token from the previous
     ones.
 
@@ -142,20 +150,6 @@ class XLSTMCausalLM(CausalLM):
         hidden = backbone(inputs)
         outputs = backbone.token_embedding(hidden, reverse=True)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Load a language model from a KerasHub preset, or from a
-        `transformers` xLSTM checkpoint (directory or `"hf://..."`); see
-        `keras_hub.models.CausalLM.from_preset` for the arguments."""
-        from keras_mlstm.models.hub.transformers_loader import xlstm_loader
-
-        loader = xlstm_loader(preset)
-        if loader is None:
-            return super().from_preset(
-                preset, load_weights=load_weights, **kwargs
-            )
-        return loader.load_task(cls, load_weights, False, **kwargs)
 
     @classmethod
     def from_xlstm(cls, module, preprocessor=None):
@@ -240,9 +234,11 @@ class XLSTMCausalLM(CausalLM):
         """
         x = self.backbone.token_embedding(token_ids)
         hidden, cache = self.backbone.mlstm_stack(
-            x, initial_state=cache, mask=padding_mask, return_state=True
+            x,
+            initial_state=cache,
+            padding_mask=padding_mask,
+            return_state=True,
         )
-        set_keras_mask(hidden, None)  # see XLSTMBackbone.call
         logits = self.backbone.token_embedding(hidden, reverse=True)
         return logits, hidden, cache
 

@@ -1,18 +1,25 @@
 """`XLSTMBackbone`: token ids to hidden states through a stack of mLSTM
 blocks, as a KerasHub `Backbone`."""
 
-import math
-
 import keras
 import numpy as np
-from keras import ops
-from keras.src.backend.common.masking import set_keras_mask
 from keras_hub.models import Backbone
 
+from keras_mlstm.layers.base import RENAMED
+from keras_mlstm.layers.base import reject_renamed
+from keras_mlstm.layers.base import small_init_std
+from keras_mlstm.layers.base import upgrade_config
+from keras_mlstm.models.stack import STACK_ARGUMENTS
 from keras_mlstm.models.stack import MLSTMStack
+from keras_mlstm.models.stack import split_stack_arguments
+from keras_mlstm.models.xlstm.xlstm_presets import PresetLoading
 from keras_mlstm.ops.common import static_shape
 
 INPUT_NAMES = ("token_ids", "padding_mask")
+# The stack's projections, by how a layout map splits them: by columns
+# (output features) or by rows (input features).
+COLUMN_PARALLEL = ("up", "q", "k", "v", "output_gate", "ffn_gate", "ffn_up")
+ROW_PARALLEL = ("down", "out", "ffn_down")
 
 
 def check_token_inputs(inputs):
@@ -24,12 +31,11 @@ def check_token_inputs(inputs):
     tensors as well, before anything is computed.
     """
     if not isinstance(inputs, dict) or set(inputs) != set(INPUT_NAMES):
-        keys = sorted(inputs) if isinstance(inputs, dict) else None
         raise ValueError(
             "`inputs` must be a dict with the keys 'token_ids' and "
             "'padding_mask', each (batch, length); received "
             + (
-                f"a dict with the keys {keys}."
+                f"a dict with the keys {sorted(inputs)}."
                 if isinstance(inputs, dict)
                 else f"a {type(inputs).__name__}."
             )
@@ -90,56 +96,37 @@ def check_host_tokens(inputs, vocabulary_size):
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class XLSTMBackbone(Backbone):
-    """The xLSTM language-model core: an embedding, `num_layers` mLSTM
-    blocks and a final norm (`MLSTMStack`).
+class XLSTMBackbone(PresetLoading, Backbone):
+    """The xLSTM language-model core: a token embedding and an
+    `MLSTMStack` (`num_layers` mLSTM blocks and a final norm).
 
     The default constructor gives a randomly initialised model of any size;
-    `from_preset` loads a saved one: a KerasHub preset directory, or a
-    Hugging Face `transformers` xLSTM checkpoint (a local directory or
+    `from_preset` loads a saved one: a KerasHub preset directory, the name
+    of a preset in `xlstm_presets` (`"xlstm_7b"`), or a Hugging Face
+    `transformers` xLSTM checkpoint (a local directory or
     `"hf://NX-AI/xLSTM-7b"`).
 
-    Two block variants: `"large"`, the xLSTM 7B block (`MLSTMLargeBlock`,
-    the layout of `transformers`' `xLSTMForCausalLM`), and `"mlstm"`, the
-    xLSTM paper's block (`MLSTMBlock`, with its causal convolution). The
-    arguments under each variant apply to that variant only.
+    The blocks are configured by `MLSTMStack`'s own arguments, passed on
+    unchanged (`num_heads`, `block_variant`, `dropout`, `use_bias`, the
+    variant-specific ones, `chunk_size`, ...): see `MLSTMStack` for each
+    one and its default. `"large"` blocks are the xLSTM 7B's and the layout
+    of `transformers`' `xLSTMForCausalLM`; `"mlstm"` ones the xLSTM
+    paper's.
 
     Args:
         vocabulary_size: int. The size of the token vocabulary.
         num_layers: int. The number of blocks.
         hidden_dim: int. The embedding width, kept through the stack.
-        num_heads: int. mLSTM heads per block. Defaults to `4`.
-        block_variant: `"large"` or `"mlstm"`. Defaults to `"large"`.
-        qk_dim_factor: `"large"`: query/key width over `hidden_dim`.
-            Defaults to `0.5`.
-        v_dim_factor: `"large"`: value width over `hidden_dim`. Defaults to
-            `1.0`.
-        ffn_proj_factor: `"large"`: feed-forward width over `hidden_dim`
-            (rounded up to a multiple of 64). Defaults to `2.6667`.
-        gate_soft_cap: `"large"`: soft cap of the gate pre-activations.
-            Defaults to `15.0`.
-        proj_factor: `"mlstm"`: the up-projection factor. Defaults to `2.0`.
-        conv_kernel_size: `"mlstm"`: the causal convolution width.
-            Defaults to `4`.
-        qkv_proj_blocksize: `"mlstm"`: block size of the q, k, v
-            projections. Defaults to `4`.
-        dropout: `"mlstm"`: dropout rate at the end of every block.
-            Defaults to `0.0`.
-        use_bias: bool. Biases on the blocks' projections and norms.
-            Defaults to `False`.
         tie_word_embeddings: bool. Compute the logits with the transposed
             embedding matrix instead of a separate output projection.
             Defaults to `False` (as the xLSTM 7B).
         logit_soft_cap: float or `None`. Soft cap of the logits,
             `cap * tanh(logits / cap)`. Defaults to `None`.
-        chunk_size: int or `"auto"`. Chunk length of the chunkwise form
-            used for training and prompt processing; `"auto"` is the size
-            measured fastest for the backend and head size (see
-            `keras_mlstm.ops.resolve_chunk_size`). Defaults to `"auto"`.
         dtype: string or `keras.DTypePolicy`. The dtype of computations and
             weights; the recurrent state stays float32. Defaults to `None`
             (Keras' global policy).
-        **kwargs: `keras.Model` arguments (e.g. `name`).
+        **kwargs: `MLSTMStack` arguments (see above), then `keras.Model`
+            ones (e.g. `name`).
 
     Call arguments:
         inputs: a dict with `"token_ids"`, int `(batch, length)`, and
@@ -174,23 +161,13 @@ class XLSTMBackbone(Backbone):
         vocabulary_size,
         num_layers,
         hidden_dim,
-        num_heads=4,
-        block_variant="large",
-        qk_dim_factor=0.5,
-        v_dim_factor=1.0,
-        ffn_proj_factor=2.6667,
-        gate_soft_cap=15.0,
-        proj_factor=2.0,
-        conv_kernel_size=4,
-        qkv_proj_blocksize=4,
-        dropout=0.0,
-        use_bias=False,
         tie_word_embeddings=False,
         logit_soft_cap=None,
-        chunk_size="auto",
         dtype=None,
         **kwargs,
     ):
+        reject_renamed("XLSTMBackbone", kwargs, RENAMED)
+        stack_kwargs, model_kwargs = split_stack_arguments(kwargs)
         # === Layers ===
         # A reloaded quantized backbone gets a map of policies (see
         # `keras_mlstm.layers.base.SublayerPolicies`); the embedding takes
@@ -207,29 +184,15 @@ class XLSTMBackbone(Backbone):
             output_dim=hidden_dim,
             tie_weights=tie_word_embeddings,
             logit_soft_cap=logit_soft_cap,
-            # The official small init, normal(0, sqrt(2 / (5 D))).
             embeddings_initializer=keras.initializers.RandomNormal(
-                stddev=math.sqrt(2.0 / (5.0 * hidden_dim))
+                stddev=small_init_std(hidden_dim),
+                seed=stack_kwargs.get("seed"),
             ),
             dtype=embedding_dtype,
             name="token_embedding",
         )
         self.mlstm_stack = MLSTMStack(
-            num_layers,
-            num_heads=num_heads,
-            block_variant=block_variant,
-            qk_dim_factor=qk_dim_factor,
-            v_dim_factor=v_dim_factor,
-            ffn_proj_factor=ffn_proj_factor,
-            gate_soft_cap=gate_soft_cap,
-            proj_factor=proj_factor,
-            conv_kernel_size=conv_kernel_size,
-            qkv_proj_blocksize=qkv_proj_blocksize,
-            dropout=dropout,
-            use_bias=use_bias,
-            chunk_size=chunk_size,
-            dtype=dtype,
-            name="mlstm_stack",
+            num_layers, dtype=dtype, name="mlstm_stack", **stack_kwargs
         )
 
         # === Functional model ===
@@ -238,46 +201,24 @@ class XLSTMBackbone(Backbone):
             shape=(None,), dtype="int32", name="padding_mask"
         )
         x = self.token_embedding(token_ids)
-        outputs = self.mlstm_stack(x, mask=ops.cast(padding_mask, "bool"))
+        outputs = self.mlstm_stack(x, padding_mask=padding_mask)
         super().__init__(
             inputs={"token_ids": token_ids, "padding_mask": padding_mask},
             outputs=outputs,
             dtype=dtype,
-            **kwargs,
+            **model_kwargs,
         )
 
         # === Config ===
         self.vocabulary_size = vocabulary_size
-        self.num_layers = num_layers
         self.hidden_dim = hidden_dim
-        self.num_heads = num_heads
-        self.block_variant = block_variant
-        self.qk_dim_factor = qk_dim_factor
-        self.v_dim_factor = v_dim_factor
-        self.ffn_proj_factor = ffn_proj_factor
-        self.gate_soft_cap = gate_soft_cap
-        self.proj_factor = proj_factor
-        self.conv_kernel_size = conv_kernel_size
-        self.qkv_proj_blocksize = qkv_proj_blocksize
-        self.dropout = dropout
-        self.use_bias = use_bias
         self.tie_word_embeddings = tie_word_embeddings
         self.logit_soft_cap = logit_soft_cap
-        self.chunk_size = chunk_size
-
-    @classmethod
-    def from_preset(cls, preset, load_weights=True, **kwargs):
-        """Load a backbone from a KerasHub preset, or from a `transformers`
-        xLSTM checkpoint (directory or `"hf://..."`); see
-        `keras_hub.models.Backbone.from_preset` for the arguments."""
-        from keras_mlstm.models.hub.transformers_loader import xlstm_loader
-
-        loader = xlstm_loader(preset)
-        if loader is None:
-            return super().from_preset(
-                preset, load_weights=load_weights, **kwargs
-            )
-        return loader.load_backbone(cls, load_weights, **kwargs)
+        # The stack's arguments (`num_layers`, `num_heads`, ...) read as
+        # the backbone's own, as KerasHub's backbones expose theirs.
+        stack_config = self.mlstm_stack.get_config()
+        for name in STACK_ARGUMENTS:
+            setattr(self, name, stack_config[name])
 
     def __call__(self, inputs, *args, **kwargs):
         check_host_tokens(inputs, self.vocabulary_size)
@@ -285,15 +226,7 @@ class XLSTMBackbone(Backbone):
 
     def call(self, inputs, training=None, mask=None):
         check_token_inputs(inputs)
-        outputs = super().call(inputs, training=training, mask=mask)
-        # The padding mask is an input of its own (as in KerasHub's other
-        # backbones): the hidden states carry no Keras mask onwards, which
-        # the output embedding would drop with a warning on every call.
-        set_keras_mask(outputs, None)
-        return outputs
-
-    def compute_mask(self, inputs, mask=None):
-        return None
+        return super().call(inputs, training=training, mask=mask)
 
     def default_lora_layer_names(self):
         """The projections `enable_lora(rank)` adapts by default: the query
@@ -303,27 +236,87 @@ class XLSTMBackbone(Backbone):
             return ["q", "v"]
         return ["up"]
 
+    @staticmethod
+    def get_layout_map(
+        device_mesh,
+        model_parallel_dim_name="model",
+        data_parallel_dim_name="batch",
+    ):
+        """A `keras.distribution.LayoutMap` that shards the backbone's
+        weights over the `model` axis of `device_mesh`, as KerasHub's
+        Gemma and Llama backbones offer.
+
+        The projections that widen (the up-projection, q, k, v, the output
+        gate, the feed-forward's gate and up) are split by columns, those
+        that narrow (the down-projection, the output projection, the
+        feed-forward's down) by rows, and the embedding table (and a
+        separate output projection) by vocabulary; their other axis is
+        split over the `batch` axis, as Gemma's. Gates, norms, the causal
+        convolution and the block-diagonal q, k, v of `"mlstm"` blocks are
+        small and stay replicated.
+
+        Args:
+            device_mesh: the `keras.distribution.DeviceMesh`.
+            model_parallel_dim_name: the mesh axis the weights are split
+                over. Defaults to `"model"`.
+            data_parallel_dim_name: the mesh axis the data is split over.
+                Defaults to `"batch"`.
+
+        Returns:
+            The `keras.distribution.LayoutMap`, for
+            `keras.distribution.ModelParallel(layout_map=...)`.
+
+        Example:
+
+        >>> import keras
+        >>> devices = keras.distribution.list_devices()[:1]
+        >>> mesh = keras.distribution.DeviceMesh(
+        ...     (1, 1), ["batch", "model"], devices)
+        >>> layout_map = XLSTMBackbone.get_layout_map(mesh)
+        >>> tuple(layout_map["mlstm_stack/block_0/up/kernel"].axes)
+        ('batch', 'model')
+
+        References:
+            - Shoeybi et al., "Megatron-LM", 2019, arXiv:1909.08053 (the
+              column and row splits).
+        """
+        if not isinstance(device_mesh, keras.distribution.DeviceMesh):
+            raise ValueError(
+                "`device_mesh` must be a keras.distribution.DeviceMesh; "
+                f"received {type(device_mesh).__name__}."
+            )
+        for argument, axis in (
+            ("model_parallel_dim_name", model_parallel_dim_name),
+            ("data_parallel_dim_name", data_parallel_dim_name),
+        ):
+            if axis not in device_mesh.axis_names:
+                raise ValueError(
+                    f"`{argument}` ({axis!r}) must be an axis of "
+                    f"`device_mesh`, {device_mesh.axis_names}."
+                )
+        model, data = model_parallel_dim_name, data_parallel_dim_name
+        layout_map = keras.distribution.LayoutMap(device_mesh)
+        layout_map["token_embedding/embeddings"] = (model, data)
+        layout_map["token_embedding/reverse_embeddings"] = (data, model)
+        blocks = r"mlstm_stack/block_\d+"
+        columns, rows = "|".join(COLUMN_PARALLEL), "|".join(ROW_PARALLEL)
+        layout_map[rf"{blocks}/({columns})/kernel"] = (data, model)
+        layout_map[rf"{blocks}/({rows})/kernel"] = (model, data)
+        return layout_map
+
     def get_config(self):
         config = super().get_config()
         config.update(
             {
                 "vocabulary_size": self.vocabulary_size,
-                "num_layers": self.num_layers,
                 "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads,
-                "block_variant": self.block_variant,
-                "qk_dim_factor": self.qk_dim_factor,
-                "v_dim_factor": self.v_dim_factor,
-                "ffn_proj_factor": self.ffn_proj_factor,
-                "gate_soft_cap": self.gate_soft_cap,
-                "proj_factor": self.proj_factor,
-                "conv_kernel_size": self.conv_kernel_size,
-                "qkv_proj_blocksize": self.qkv_proj_blocksize,
-                "dropout": self.dropout,
-                "use_bias": self.use_bias,
                 "tie_word_embeddings": self.tie_word_embeddings,
                 "logit_soft_cap": self.logit_soft_cap,
-                "chunk_size": self.chunk_size,
+                **{name: getattr(self, name) for name in STACK_ARGUMENTS},
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        return super().from_config(upgrade_config(config, RENAMED))

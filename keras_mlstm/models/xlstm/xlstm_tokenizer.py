@@ -1,15 +1,16 @@
 """`XLSTMTokenizer`: the byte-level BPE tokenizer of the xLSTM 7B
 checkpoints (GPT-NeoX's), built from a Hugging Face `tokenizer.json`."""
 
-import json
-
 import keras
 from keras_hub.tokenizers import BytePairTokenizer
 from tokenizers import pre_tokenizers
 
+from keras_mlstm.models.xlstm.convert_xlstm import read_tokenizer_json
+from keras_mlstm.models.xlstm.xlstm_presets import PresetLoading
+
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class XLSTMTokenizer(BytePairTokenizer):
+class XLSTMTokenizer(PresetLoading, BytePairTokenizer):
     """A byte-level BPE tokenizer (GPT-2's algorithm and pre-tokenizer, as
     GPT-NeoX and the xLSTM 7B use) with named start, end and padding
     tokens. Runs on KerasHub's `BytePairTokenizer` (and so Hugging Face
@@ -75,18 +76,6 @@ class XLSTMTokenizer(BytePairTokenizer):
         )
 
     @classmethod
-    def from_preset(cls, preset, config_file="tokenizer.json", **kwargs):
-        """Load from a KerasHub preset or a `transformers` xLSTM checkpoint
-        (its `tokenizer.json`, special tokens from its `config.json`); see
-        `keras_hub.tokenizers.Tokenizer.from_preset`."""
-        from keras_mlstm.models.hub.transformers_loader import xlstm_loader
-
-        loader = xlstm_loader(preset)
-        if loader is None:
-            return super().from_preset(preset, config_file, **kwargs)
-        return loader.load_tokenizer(cls, **kwargs)
-
-    @classmethod
     def from_tokenizer_json(cls, path, **kwargs):
         """A tokenizer from a Hugging Face `tokenizer.json` of a byte-level
         BPE model (its vocabulary, merges and added tokens).
@@ -114,34 +103,3 @@ class XLSTMTokenizer(BytePairTokenizer):
             }
         )
         return config
-
-
-def read_tokenizer_json(path):
-    """`(vocabulary, merges)` of a Hugging Face `tokenizer.json` of a
-    byte-level BPE model, the added tokens in the vocabulary; ValueError
-    naming `path` for any other tokenizer."""
-    with open(path, encoding="utf-8") as f:
-        spec = json.load(f)
-    model = spec.get("model", {})
-    if model.get("type") != "BPE" or not _is_byte_level(spec):
-        raise ValueError(
-            f"`path` ({path}) must be the tokenizer.json of a byte-level "
-            "BPE tokenizer (model type 'BPE', a 'ByteLevel' pre-tokenizer); "
-            f"received model type {model.get('type')!r} and pre-tokenizer "
-            f"{spec.get('pre_tokenizer')!r}."
-        )
-    vocabulary = dict(model["vocab"])
-    for token in spec.get("added_tokens", []):
-        vocabulary.setdefault(token["content"], token["id"])
-    merges = [
-        merge if isinstance(merge, str) else " ".join(merge)
-        for merge in model["merges"]
-    ]
-    return vocabulary, merges
-
-
-def _is_byte_level(spec):
-    """Whether the pre-tokenizer of a tokenizer.json is byte-level."""
-    pre = spec.get("pre_tokenizer") or {}
-    parts = pre.get("pretokenizers", [pre])
-    return any(part.get("type") == "ByteLevel" for part in parts)

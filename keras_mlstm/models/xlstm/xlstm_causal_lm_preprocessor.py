@@ -4,12 +4,13 @@
 import keras
 from keras_hub.models import CausalLMPreprocessor
 
-from keras_mlstm.models.hub.xlstm_backbone import XLSTMBackbone
-from keras_mlstm.models.hub.xlstm_tokenizer import XLSTMTokenizer
+from keras_mlstm.models.xlstm.xlstm_backbone import XLSTMBackbone
+from keras_mlstm.models.xlstm.xlstm_presets import PresetLoading
+from keras_mlstm.models.xlstm.xlstm_tokenizer import XLSTMTokenizer
 
 
 @keras.saving.register_keras_serializable(package="keras_mlstm")
-class XLSTMCausalLMPreprocessor(CausalLMPreprocessor):
+class XLSTMCausalLMPreprocessor(PresetLoading, CausalLMPreprocessor):
     """Tokenizes text and packs it for `XLSTMCausalLM`: the start token,
     the tokens, the end token, padding to `sequence_length`; `x` is the
     sequence without its last token, `y` without its first, and
@@ -48,14 +49,3 @@ class XLSTMCausalLMPreprocessor(CausalLMPreprocessor):
 
     backbone_cls = XLSTMBackbone
     tokenizer_cls = XLSTMTokenizer
-
-    @classmethod
-    def from_preset(cls, preset, config_file="preprocessor.json", **kwargs):
-        """Load from a KerasHub preset or a `transformers` xLSTM
-        checkpoint; see `keras_hub.models.Preprocessor.from_preset`."""
-        from keras_mlstm.models.hub.transformers_loader import xlstm_loader
-
-        loader = xlstm_loader(preset)
-        if loader is None:
-            return super().from_preset(preset, config_file, **kwargs)
-        return loader.load_preprocessor(cls, **kwargs)
