@@ -129,6 +129,13 @@ def parse_args(argv):
     add("--width", type=int, default=128, help="xLSTM model width D")
     add("--blocks", type=int, default=2, help="xLSTM blocks")
     add("--heads", type=int, default=4, help="heads per block")
+    add(
+        "--block-variant",
+        choices=("mlstm", "large"),
+        default=None,
+        help="xLSTM block: the paper's or the xLSTM 7B's (default: "
+        "MLSTMStack's)",
+    )
     add("--window", type=int, default=256, help="training sequence length")
     add("--batch-size", type=int, default=16)
     add("--learning-rate", type=float, default=2e-3)
@@ -201,10 +208,13 @@ def validation_set(ids, window, size):
     return rows[:, :-1], rows[:, 1:]
 
 
-def xlstm_model(width, blocks, heads, seed):
+def xlstm_model(width, blocks, heads, seed, block_variant=None):
     tokens = keras.Input((None,), dtype="int32", name="bytes")
     x = keras.layers.Embedding(VOCABULARY, width, name="embedding")(tokens)
-    x = MLSTMStack(blocks, num_heads=heads, seed=seed, name="stack")(x)
+    variant = {} if block_variant is None else {"block_variant": block_variant}
+    x = MLSTMStack(blocks, num_heads=heads, seed=seed, name="stack", **variant)(
+        x
+    )
     logits = keras.layers.Dense(VOCABULARY, name="logits")(x)
     return keras.Model(tokens, logits, name="xlstm")
 
@@ -452,7 +462,9 @@ def main(argv=None):
         f"{', '.join(VALIDATION_MODULES)}; unigram {unigram:.3f} bits/byte"
     )
 
-    xlstm = xlstm_model(args.width, args.blocks, args.heads, args.seed)
+    xlstm = xlstm_model(
+        args.width, args.blocks, args.heads, args.seed, args.block_variant
+    )
     lstm = matching_lstm(xlstm.count_params(), args.width)
     results = {
         "xLSTM": train("xLSTM", xlstm, args, train_ids, val),

@@ -30,7 +30,8 @@ from keras_mlstm.ops.common import static_shape
 
 BLOCK_VARIANTS = ("mlstm", "large")
 # Measured for a new user's first model (docs/architecture.md, "Which
-# block"): at equal width and depth, ...
+# block"): at equal width and depth the paper's block learns more per step
+# and solves associative recall (0.9996 at 16 pairs, the 7B block 0.104).
 DEFAULT_BLOCK_VARIANT = "mlstm"
 _COMMON = ("num_heads", "use_bias", "form", "chunk_size")
 _VARIANT_ARGUMENTS = {
@@ -71,8 +72,10 @@ class MLSTMStack(SublayerPolicies, ReturnsState, keras.layers.Layer):
             `None`, lets an old `num_blocks` argument be named in the
             error). Defaults to `None`.
         num_heads: int. Heads per block. Defaults to `4`.
-        block_variant: `"mlstm"` or `"large"`. Defaults to `"mlstm"` (the
-            better first choice measured in docs/architecture.md).
+        block_variant: `"mlstm"` or `"large"`. Defaults to `"mlstm"`, the
+            better first choice measured in docs/architecture.md ("Which
+            block": it learns more per step, and solves associative
+            recall, which the 7B block does not).
         dropout: `"mlstm"`: dropout rate at the end of every block.
             Defaults to `0.0`.
         use_bias: bool. Biases on the blocks' projections (and, `"large"`,
