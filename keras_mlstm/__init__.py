@@ -3,6 +3,7 @@
 Runs on TensorFlow, JAX and PyTorch through `keras.ops`.
 """
 
+from keras_mlstm import config
 from keras_mlstm import layers
 from keras_mlstm import models
 from keras_mlstm import ops
@@ -32,6 +33,7 @@ __all__ = [
     "MLSTMStack",
     "MaskedPooling",
     "build_mlstm_model",
+    "config",
     "from_xlstm",
     "layers",
     "load_xlstm_weights",

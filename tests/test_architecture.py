@@ -1,6 +1,7 @@
 """The package's structure (docs/architecture.md): no import circle, and
 no module imports one on a floor above its own, function-level imports
-included. The floors, from the bottom: `ops`, `layers`, `models` (the
+included. The floors, from the bottom: `config` (global settings),
+`ops`, `layers`, `models` (the
 core), `models.xlstm` (the KerasHub models, an optional extra the core
 never imports), `benchmark`."""
 
@@ -16,6 +17,7 @@ FLOORS = (
     ("keras_mlstm.models", 2),
     ("keras_mlstm.layers", 1),
     ("keras_mlstm.ops", 0),
+    ("keras_mlstm.config", -1),  # settings every floor may read
     ("keras_mlstm", 2),  # the package itself exports the core
 )
 

@@ -114,6 +114,14 @@ CASES = [
     ("chunk_size", op(chunk_size=0)),
     ("chunk_size", op(chunk_size=2.0)),
     ("chunk_size", op(chunk_size="64")),
+    ("fused", op(fused="yes")),
+    ("fused", op(fused=1)),
+    ("fused", lambda: MLSTM(4, fused="auto")),
+    ("fused", lambda: MLSTMStack(1, fused=0)),
+    (
+        "sequence_kernel",
+        lambda: keras_mlstm.config.enable_fused_kernels(sequence_kernel=3),
+    ),
     ("form", op(form="fast")),
     ("forget_gate_activation", op(forget_gate_activation="relu")),
     ("eps", op(eps=-1e-6)),
@@ -256,7 +264,7 @@ def no_computation(monkeypatch):
 
 def test_the_table_covers_the_public_api():
     assert len(CASES) >= 60
-    names = set(keras_mlstm.__all__) - {"layers", "models", "ops"}
+    names = set(keras_mlstm.__all__) - {"config", "layers", "models", "ops"}
     covered = {
         "MLSTM",
         "MLSTMCell",

@@ -26,8 +26,8 @@ from keras_mlstm.benchmark.timing import random_arrays
 from keras_mlstm.benchmark.timing import ratios
 from keras_mlstm.benchmark.timing import time_interleaved
 from keras_mlstm.ops.compat import compile_function
-from keras_mlstm.ops.recurrent import mlstm_step
 from keras_mlstm.ops.resolver import mlstm
+from keras_mlstm.ops.resolver import mlstm_step
 
 HELP = {
     "step": "per-token latency of keras_mlstm.ops.mlstm_step against the"

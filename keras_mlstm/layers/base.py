@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_mlstm.layers.projection import Projection
 from keras_mlstm.ops.common import check_chunk_size
+from keras_mlstm.ops.common import check_fused
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import linear
 from keras_mlstm.ops.common import positive_int
@@ -290,6 +291,7 @@ class RecurrentBlock(SublayerPolicies, ReturnsState, keras.layers.Layer):
         use_bias,
         form,
         chunk_size,
+        fused,
         return_state,
         seed,
     ):
@@ -298,6 +300,8 @@ class RecurrentBlock(SublayerPolicies, ReturnsState, keras.layers.Layer):
         self.num_layers = positive_int("num_layers", num_layers)
         self.chunk_size = check_chunk_size(chunk_size)
         check_options("sigmoid", 0.0, form=form)
+        check_fused(fused)
+        self.fused = fused
         self.use_bias = bool(use_bias)
         self.form = form
         self.return_state = return_state

@@ -92,6 +92,9 @@ class MLSTMBlock(RecurrentBlock):
             `"auto"`, the size measured fastest for the backend and head
             size (see `keras_mlstm.ops.resolve_chunk_size`). Defaults to
             `"auto"`.
+        fused: `None`, `True` or `False`: compute the mLSTM with the fused
+            `mlstm_kernels` kernel (`None`: where it can run; see
+            `keras_mlstm.ops.mlstm`). Defaults to `None`.
         return_state: also return the final state. Defaults to `False`.
         seed: int seed for the initialisers and dropout. Defaults to
             `None`.
@@ -143,6 +146,7 @@ class MLSTMBlock(RecurrentBlock):
         num_layers=1,
         form="auto",
         chunk_size="auto",
+        fused=None,
         return_state=False,
         seed=None,
         **kwargs,
@@ -154,6 +158,7 @@ class MLSTMBlock(RecurrentBlock):
             use_bias,
             form,
             chunk_size,
+            fused,
             return_state,
             seed,
         )
@@ -310,6 +315,10 @@ class MLSTMBlock(RecurrentBlock):
         self._check_call(inputs, initial_state, mask)
         dtype = state_dtype(self.compute_dtype)
         batch = ops.shape(inputs)[0]
+        # The head norm right after the mLSTM cancels the read-out's
+        # denominator, which a fused kernel's own backward leaves out; its
+        # missing initial-state gradients matter only for a given state.
+        fused_backward = "kernel" if initial_state is None else "exact"
         if initial_state is None:
             initial_state = self.get_initial_state(batch)
         if mask is not None:
@@ -353,6 +362,8 @@ class MLSTMBlock(RecurrentBlock):
             mask=mask,
             form=self.form,
             chunk_size=self.chunk_size,
+            fused=self.fused,
+            fused_backward=fused_backward,
             return_state=True,
         )  # h (B, NH, T, DH), float32
         h = standardize(h, NORM_EPSILON)
@@ -431,6 +442,7 @@ class MLSTMBlock(RecurrentBlock):
                 "num_layers": self.num_layers,
                 "form": self.form,
                 "chunk_size": self.chunk_size,
+                "fused": self.fused,
                 "return_state": self.return_state,
                 "seed": self.seed,
             }

@@ -79,6 +79,9 @@ class MLSTMLargeBlock(RecurrentBlock):
             `"auto"`, the size measured fastest for the backend and head
             size (see `keras_mlstm.ops.resolve_chunk_size`). Defaults to
             `"auto"`.
+        fused: `None`, `True` or `False`: compute the mLSTM with the fused
+            `mlstm_kernels` kernel (`None`: where it can run; see
+            `keras_mlstm.ops.mlstm`). Defaults to `None`.
         return_state: also return the mLSTM state `[C, n, m]`. Defaults
             to `False`.
         seed: int seed for the initialisers. Defaults to `None`.
@@ -122,6 +125,7 @@ class MLSTMLargeBlock(RecurrentBlock):
         num_layers=1,
         form="auto",
         chunk_size="auto",
+        fused=None,
         return_state=False,
         seed=None,
         **kwargs,
@@ -133,6 +137,7 @@ class MLSTMLargeBlock(RecurrentBlock):
             use_bias,
             form,
             chunk_size,
+            fused,
             return_state,
             seed,
         )
@@ -286,6 +291,12 @@ class MLSTMLargeBlock(RecurrentBlock):
             mask=mask,
             form=self.form,
             chunk_size=self.chunk_size,
+            fused=self.fused,
+            # The head norm right after the mLSTM cancels the read-out's
+            # denominator, which a fused kernel's own backward leaves out;
+            # its missing initial-state gradients matter only for a given
+            # state.
+            fused_backward="kernel" if initial_state is None else "exact",
             return_state=True,
         )  # (B, NH, T, V / NH), float32
         h = standardize(h, self.norm_epsilon)
@@ -333,6 +344,7 @@ class MLSTMLargeBlock(RecurrentBlock):
                 "num_layers": self.num_layers,
                 "form": self.form,
                 "chunk_size": self.chunk_size,
+                "fused": self.fused,
                 "return_state": self.return_state,
                 "seed": self.seed,
             }

@@ -24,6 +24,7 @@ from keras_mlstm.layers.base import to_heads
 from keras_mlstm.layers.mlstm_cell import STATE_NAMES
 from keras_mlstm.layers.mlstm_cell import MLSTMCell
 from keras_mlstm.ops.common import check_chunk_size
+from keras_mlstm.ops.common import check_fused
 from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import check_state
 from keras_mlstm.ops.common import rate
@@ -156,6 +157,9 @@ class MLSTM(keras.layers.Layer):
             is taken as T), an int or `"auto"`, the size measured fastest
             for the backend and head size (see
             `keras_mlstm.ops.resolve_chunk_size`). Defaults to `"auto"`.
+        fused: `None`, `True` or `False`: compute the mLSTM with the fused
+            `mlstm_kernels` kernel (`None`: where it can run; see
+            `keras_mlstm.ops.mlstm`). Defaults to `None`.
         head_norm: normalise each head's read-out (a layer norm over the
             head with a learnable scale, as the official layer does).
             Defaults to `True`.
@@ -229,6 +233,7 @@ class MLSTM(keras.layers.Layer):
         forget_gate_activation="sigmoid",
         form="auto",
         chunk_size="auto",
+        fused=None,
         head_norm=True,
         zero_output_for_mask=False,
         **kwargs,
@@ -238,6 +243,7 @@ class MLSTM(keras.layers.Layer):
         chunk_size = check_chunk_size(chunk_size)
         # The same checks, and messages, as the ops the layer calls.
         check_options(forget_gate_activation, 0.0, form=form)
+        check_fused(fused)
         self.cell = MLSTMCell(
             units,
             num_heads=num_heads,
@@ -265,6 +271,7 @@ class MLSTM(keras.layers.Layer):
         self.stateful = bool(stateful)
         self.form = form
         self.chunk_size = chunk_size
+        self.fused = fused
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.supports_masking = True
         self.input_spec = keras.layers.InputSpec(ndim=3)
@@ -350,6 +357,13 @@ class MLSTM(keras.layers.Layer):
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
         self._check_call(sequences, initial_state, mask)
+        # With the head norm, which cancels the read-out's denominator that a
+        # fused kernel's own backward leaves out, and no state given (a
+        # stateful layer's carried state takes no gradient), the kernel's
+        # backward is the exact one.
+        fused_backward = "exact"
+        if self.head_norm and initial_state is None:
+            fused_backward = "kernel"
         if self.stateful and initial_state is None:
             # Copies: the variables are assigned below, in place on PyTorch,
             # while the backward pass still needs the values read here.
@@ -388,6 +402,8 @@ class MLSTM(keras.layers.Layer):
             mask=mask,
             form=self.form,
             chunk_size=self.chunk_size,
+            fused=self.fused,
+            fused_backward=fused_backward,
             forget_gate_activation=self.forget_gate_activation,
             return_state=True,
         )  # h (B, NH, T, DH), float32
@@ -447,6 +463,7 @@ class MLSTM(keras.layers.Layer):
                 "stateful": self.stateful,
                 "form": self.form,
                 "chunk_size": self.chunk_size,
+                "fused": self.fused,
                 "zero_output_for_mask": self.zero_output_for_mask,
             }
         )

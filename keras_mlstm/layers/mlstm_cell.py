@@ -15,7 +15,7 @@ from keras_mlstm.ops.common import linear
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import state_dtype
 from keras_mlstm.ops.common import to_dtype
-from keras_mlstm.ops.recurrent import mlstm_step
+from keras_mlstm.ops.resolver import mlstm_step
 
 HEAD_NORM_EPSILON = 1e-5
 STATE_NAMES = ("C", "n", "m")

@@ -33,7 +33,7 @@ BLOCK_VARIANTS = ("mlstm", "large")
 # block"): at equal width and depth the paper's block learns more per step
 # and solves associative recall (0.9996 at 16 pairs, the 7B block 0.104).
 DEFAULT_BLOCK_VARIANT = "mlstm"
-_COMMON = ("num_heads", "use_bias", "form", "chunk_size")
+_COMMON = ("num_heads", "use_bias", "form", "chunk_size", "fused")
 _VARIANT_ARGUMENTS = {
     "mlstm": (
         *_COMMON,
@@ -100,6 +100,9 @@ class MLSTMStack(SublayerPolicies, ReturnsState, keras.layers.Layer):
         chunk_size: chunk length of the chunkwise form, an int or
             `"auto"` (see `keras_mlstm.ops.resolve_chunk_size`). Defaults
             to `"auto"`.
+        fused: `None`, `True` or `False`: compute the mLSTM with the fused
+            `mlstm_kernels` kernel (`None`: where it can run; see
+            `keras_mlstm.ops.mlstm`). Defaults to `None`.
         post_norm: bool. End with a norm (the official
             `add_post_blocks_norm` / `add_out_norm`). Defaults to `True`.
         return_state: bool. Also return the blocks' states. Defaults to
@@ -157,6 +160,7 @@ class MLSTMStack(SublayerPolicies, ReturnsState, keras.layers.Layer):
         norm_epsilon=1e-6,
         form="auto",
         chunk_size="auto",
+        fused=None,
         post_norm=True,
         return_state=False,
         seed=None,
@@ -181,6 +185,7 @@ class MLSTMStack(SublayerPolicies, ReturnsState, keras.layers.Layer):
             "use_bias": use_bias,
             "form": form,
             "chunk_size": chunk_size,
+            "fused": fused,
             "proj_factor": proj_factor,
             "conv_kernel_size": conv_kernel_size,
             "qkv_proj_blocksize": qkv_proj_blocksize,

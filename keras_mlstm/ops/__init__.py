@@ -5,8 +5,8 @@ chunkwise, recurrent) picked by `resolve_form`; `mlstm_step` runs one
 time step. See `docs/math.md` for the equations.
 """
 
-from keras_mlstm.ops.recurrent import mlstm_step
 from keras_mlstm.ops.resolver import mlstm
+from keras_mlstm.ops.resolver import mlstm_step
 from keras_mlstm.ops.resolver import resolve_chunk_size
 from keras_mlstm.ops.resolver import resolve_form
 

@@ -86,10 +86,13 @@ STATE_LAYOUT = (
 class Prepared(NamedTuple):
     """Checked inputs of a form, cast to the state dtype and made safe.
 
-    `q` is already scaled by `1 / sqrt(DK)`; `log_input` and
+    `q` is already scaled by `1 / sqrt(DK)` (unless `prepare` was asked
+    not to: the fused kernels scale it themselves); `log_input` and
     `log_forget` are the log input and log forget gates with masked steps
     turned into identities (`log_forget = 0`, `log_input = -1e30`, zero
-    `k` and `v`); `keep` is the boolean mask broadcast against the
+    `k` and `v`), and `forget_gate` the forget gate's pre-activation
+    before its log (masked steps hold 0 there: only `log_forget` makes
+    them identities); `keep` is the boolean mask broadcast against the
     gates, or None. `poisoned` is True for the outputs that are NaN (a
     non-finite input at or before them) and `poisoned_state` for the
     batch entries and heads whose final state is NaN.
@@ -100,6 +103,7 @@ class Prepared(NamedTuple):
     v: object
     log_input: object
     log_forget: object
+    forget_gate: object
     state: object
     keep: object
     poisoned: object
@@ -259,6 +263,24 @@ def check_chunk_size(chunk_size):
     return positive_int("chunk_size", chunk_size)
 
 
+FUSED_BACKWARDS = ("exact", "kernel")
+
+
+def check_fused(fused, fused_backward="exact"):
+    """Raise ValueError unless `fused` is None, True or False and
+    `fused_backward` one of `FUSED_BACKWARDS`."""
+    if fused is not None and not isinstance(fused, bool):
+        raise ValueError(
+            "`fused` must be None (the fused kernel where it can run), True "
+            f"(required) or False (keras.ops); received {fused!r}."
+        )
+    if fused_backward not in FUSED_BACKWARDS:
+        raise ValueError(
+            f"`fused_backward` must be one of {FUSED_BACKWARDS}; received "
+            f"{fused_backward!r}."
+        )
+
+
 def check_options(forget_gate_activation, eps, chunk_size=None, form=None):
     """Check the non-tensor arguments shared by the ops."""
     if forget_gate_activation not in FORGET_GATE_ACTIVATIONS:
@@ -377,12 +399,21 @@ def _non_finite_steps(q, k, v, input_gate, forget_gate):
 
 
 def prepare(
-    q, k, v, input_gate, forget_gate, state, mask, forget_gate_activation
+    q,
+    k,
+    v,
+    input_gate,
+    forget_gate,
+    state,
+    mask,
+    forget_gate_activation,
+    scale_query=True,
 ):
     """Cast checked inputs to the state dtype, select masked steps away and
     make non-finite inputs safe (see the module docstring). Works for
     sequences (gates `(B, NH, T)`, mask `(B, T)`) and single steps
-    (gates `(B, NH)`, mask `(B,)`).
+    (gates `(B, NH)`, mask `(B,)`). `scale_query=False` leaves `q`
+    unscaled, for kernels that scale it themselves.
     """
     output_dtype = standardize_dtype(v)
     dtype = state_dtype(output_dtype)
@@ -433,7 +464,8 @@ def prepare(
     if keep is not None:
         log_forget = _select(keep, log_forget, 0.0)
 
-    q = q / root_dk
+    if scale_query:
+        q = q / root_dk
     if state is None:
         shape = ops.shape(v)
         state = zero_state(shape[0], shape[1], dk, shape[-1], dtype)
@@ -445,6 +477,7 @@ def prepare(
         v,
         log_input,
         log_forget,
+        forget_gate,
         state,
         keep,
         poisoned,

@@ -46,8 +46,24 @@ switches. Each was found by a test in `tests/` that fails without it.
   which runs each operation eagerly, 32 was fastest or within 5 % at every
   head size.
 
+- The fused kernels of `mlstm_kernels` are PyTorch and JAX functions:
+  `fused_kernel` looks one up in the registry of the current backend,
+  `on_accelerator` tells whether a tensor lives on a GPU (its Triton
+  kernels run on NVIDIA GPUs only), and `run_sequence_kernel` /
+  `run_step_kernel` call one with the backend's dtype objects and its
+  layout of the stabiliser `m` (`(B, NH, 1)` on PyTorch and for JAX's
+  steps, `(B, NH)` for JAX's sequences). TensorFlow has none: it stays on
+  XLA. `exact_backward` runs one function forward and takes the gradients
+  of another (a `torch.autograd.Function`, a `jax.custom_vjp`): the
+  kernels' own backward drops the read-out denominator's gradient and the
+  initial `n` and `m`'s, so the fused form is differentiated through the
+  `keras.ops` chunkwise form unless the caller allows the kernel's.
+
 Every other backend goes straight to `keras.ops`.
 """
+
+import functools
+import importlib
 
 import keras
 from keras import ops
@@ -267,3 +283,163 @@ def _tensorflow_scan(step, init, xs, outputs_like):
         tree.pack_sequence_as(init, carry_flat),
         tree.pack_sequence_as(outputs_like, ys),
     )
+
+
+# The `mlstm_kernels` registries: (lister, getter) by kind.
+_REGISTRIES = {
+    "sequence": ("get_available_mlstm_kernels", "get_mlstm_kernel"),
+    "step": ("get_available_mlstm_step_kernels", "get_mlstm_step_kernel"),
+}
+
+
+@functools.cache
+def fused_kernel(kind, name):
+    """The `mlstm_kernels` kernel `name` of `kind` (`"sequence"` or
+    `"step"`) for the current backend, or a str saying why there is none
+    (looked up once: the backend is fixed for the process).
+    """
+    backend = keras.backend.backend()
+    if backend not in ("torch", "jax"):
+        return (
+            f"the {backend} backend has no fused mLSTM kernels (mlstm_kernels "
+            "has PyTorch and JAX ones); it runs the mLSTM with keras.ops"
+            + (", compiled by XLA" if backend == "tensorflow" else "")
+        )
+    lister, getter = _REGISTRIES[kind]
+    try:
+        module = importlib.import_module(f"mlstm_kernels.{backend}")
+        available = getattr(module, lister)()
+    except ImportError as error:
+        return (
+            f"mlstm_kernels.{backend} cannot be imported ({error}); install "
+            'the cuda extra: pip install -e ".[cuda]"'
+        )
+    if name not in available:
+        return (
+            f"mlstm_kernels.{backend} has no {kind} kernel {name!r} here "
+            f"(Triton not installed?); it has {sorted(available)}"
+        )
+    return getattr(module, getter)(name)
+
+
+def fused_by_default():
+    """Whether `fused=None` may take a fused kernel on this backend: on
+    PyTorch; on JAX only on request (`fused=True`): its Triton kernels
+    need `jax_triton` with a CUDA `jaxlib`, which this project has not run
+    them with."""
+    return keras.backend.backend() == "torch"
+
+
+def on_accelerator(x):
+    """Whether `x` lives on a GPU (JAX: whether its default device is one,
+    which traced arrays are placed on)."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        device = getattr(x, "device", None)  # NumPy inputs are on the host
+        return getattr(device, "type", None) == "cuda"
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def _kernel_dtype(dtype):
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return getattr(torch, dtype)
+    import jax.numpy as jnp
+
+    return jnp.dtype(dtype)
+
+
+def run_sequence_kernel(kernel, q, k, v, i, f, state, eps, chunk_size, dtype):
+    """`(h, (C, n, m))` of a sequence kernel; `m` is `(B, NH)` in and out,
+    and the kernel computes in `dtype` (a dtype name)."""
+    c, n, m = state
+    torch = keras.backend.backend() == "torch"
+    h, (c, n, m) = kernel(
+        q,
+        k,
+        v,
+        i,
+        f,
+        c_initial=c,
+        n_initial=n,
+        m_initial=m[..., None] if torch else m,
+        return_last_states=True,
+        eps=eps,
+        chunk_size=chunk_size,
+        autocast_kernel_dtype=_kernel_dtype(dtype),
+    )
+    return h, (c, n, m[..., 0] if torch else m)
+
+
+def run_step_kernel(kernel, q, k, v, i, f, state, eps):
+    """`(h, (C, n, m))` of a step kernel; gates and `m` are `(B, NH)` in
+    and out."""
+    c, n, m = state
+    h, (c, n, m) = kernel(
+        q, k, v, i[..., None], f[..., None], c, n, m[..., None], eps=eps
+    )
+    return h, (c, n, m[..., 0])
+
+
+def exact_backward(fast, exact, tensors):
+    """`fast(*tensors)` (a tuple of tensors), differentiated as
+    `exact(*tensors)`: the backward pass recomputes `exact` and takes its
+    gradients. PyTorch and JAX."""
+    if keras.backend.backend() == "torch":
+        return _torch_exact_backward().apply(fast, exact, *tensors)
+    import jax
+
+    @jax.custom_vjp
+    def run(*xs):
+        return fast(*xs)
+
+    def forward(*xs):
+        return fast(*xs), xs
+
+    def backward(xs, grads):
+        return jax.vjp(exact, *xs)[1](grads)
+
+    run.defvjp(forward, backward)
+    return run(*tensors)
+
+
+@functools.cache
+def _torch_exact_backward():
+    """The `torch.autograd.Function` of `exact_backward`, made on first use
+    (torch is imported on the PyTorch backend only)."""
+    import torch
+
+    class TorchExactBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, fast, exact, *tensors):
+            ctx.exact = exact
+            ctx.save_for_backward(*tensors)
+            with torch.no_grad():
+                return tuple(fast(*tensors))
+
+        @staticmethod
+        def backward(ctx, *grads):
+            tensors = [
+                t.detach().requires_grad_(needs)
+                for t, needs in zip(
+                    ctx.saved_tensors, ctx.needs_input_grad[2:], strict=True
+                )
+            ]
+            with torch.enable_grad():
+                outputs = ctx.exact(*tensors)
+            wanted = [t for t in tensors if t.requires_grad]
+            found = iter(
+                torch.autograd.grad(outputs, wanted, grads, allow_unused=True)
+            )
+            return (
+                None,
+                None,
+                *(next(found) if t.requires_grad else None for t in tensors),
+            )
+
+    return TorchExactBackward

@@ -10,9 +10,6 @@ Notation (see `common.py`): B, NH, T, DK, DV.
 
 from keras import ops
 
-from keras_mlstm.ops.common import STEP_LAYOUT
-from keras_mlstm.ops.common import check_inputs
-from keras_mlstm.ops.common import check_options
 from keras_mlstm.ops.common import finish
 from keras_mlstm.ops.common import prepare
 from keras_mlstm.ops.common import read_out
@@ -82,79 +79,7 @@ def recurrent_form(prepared, eps):
     return ops.moveaxis(h, 0, 2), state
 
 
-def mlstm_step(
-    q,
-    k,
-    v,
-    input_gate,
-    forget_gate,
-    state=None,
-    *,
-    mask=None,
-    forget_gate_activation="sigmoid",
-    eps=1e-6,
-):
-    """One mLSTM time step, for generation and streaming.
-
-    Computes the recurrence of `keras_mlstm.ops.mlstm` for a single step
-    with O(1) state; feeding a sequence step by step gives exactly the
-    outputs and final state of `mlstm` over it.
-
-    Args:
-        q: query, `(B, NH, DK)`.
-        k: key, `(B, NH, DK)`, same dtype as `q` and `v`.
-        v: value, `(B, NH, DV)`.
-        input_gate: input gate pre-activation `i~`, `(B, NH)`.
-        forget_gate: forget gate pre-activation `f~`, `(B, NH)`.
-        state: None (zeros) or `(C, n, m)` with shapes `(B, NH, DK, DV)`,
-            `(B, NH, DK)`, `(B, NH)` and the state dtype (float32, or
-            float64 for float64 inputs). Defaults to `None`.
-        mask: None or a bool `(B,)` tensor; a masked entry keeps its state
-            and outputs zeros. Defaults to `None`.
-        forget_gate_activation: `"sigmoid"` or `"exp"`. Defaults to
-            `"sigmoid"`.
-        eps: added to the read-out's denominator. Defaults to `1e-6`.
-
-    Returns:
-        `(h, (C, n, m))`: `h` of shape `(B, NH, DV)` in the dtype of
-        `v`, and the new state in the state dtype.
-
-    Raises:
-        ValueError: for a shape, rank or dtype mismatch or an unknown
-            `forget_gate_activation`, before any computation.
-
-    Example:
-
-    >>> import numpy as np
-    >>> q = k = v = np.ones((2, 4, 16), "float32")
-    >>> i = f = np.zeros((2, 4), "float32")
-    >>> h, state = mlstm_step(q, k, v, i, f)
-    >>> h, state = mlstm_step(q, k, v, i, f, state)
-    >>> tuple(h.shape)
-    (2, 4, 16)
-
-    References:
-        - Beck et al., "xLSTM: Extended Long Short-Term Memory", 2024,
-          arXiv:2405.04517, section 2.3.
-    """
-    check_options(forget_gate_activation, eps)
-    check_inputs(
-        q, k, v, input_gate, forget_gate, state, mask, STEP_LAYOUT, "state"
-    )
-    return _step(
-        q,
-        k,
-        v,
-        input_gate,
-        forget_gate,
-        state,
-        mask,
-        forget_gate_activation=forget_gate_activation,
-        eps=eps,
-    )
-
-
-def _step(
+def step_form(
     q,
     k,
     v,
@@ -166,7 +91,8 @@ def _step(
     forget_gate_activation,
     eps,
 ):
-    """`mlstm_step` after its checks: `(h, new_state)`."""
+    """`mlstm_step` after its checks, through `keras.ops`:
+    `(h, new_state)`."""
     prepared = prepare(
         q, k, v, input_gate, forget_gate, state, mask, forget_gate_activation
     )
@@ -182,6 +108,6 @@ def _step(
     return finish(h, new_state, prepared)
 
 
-_step = compiled_on_jax(
-    _step, static_argnames=("forget_gate_activation", "eps")
+step_form = compiled_on_jax(
+    step_form, static_argnames=("forget_gate_activation", "eps")
 )
