@@ -244,6 +244,17 @@ def test_every_size_and_count_option_is_found_for_the_checks_below():
         "--official-length",
         "--official-batch",
         "--official-heads",
+        "--gpu-lengths",
+        "--gpu-batch",
+        "--gpu-heads",
+        "--gpu-qk",
+        "--gpu-v",
+        "--gpu-lm-width",
+        "--gpu-lm-layers",
+        "--gpu-lm-heads",
+        "--gpu-lm-vocab",
+        "--gpu-lm-length",
+        "--gpu-lm-batch",
     }
 
 
@@ -430,3 +441,60 @@ def test_from_reports_without_plot_is_refused(capsys):
         benchmark.main(["--from-reports", "report.json"])
     assert exit_info.value.code == 2
     assert "--from-reports needs --plot" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch",
+    reason="the native kernels standing in for Triton's are PyTorch's",
+)
+def test_gpu_suite_runs_on_the_native_kernels(tmp_path):
+    """The `gpu` suite's rows, on a CPU with the native kernels in the
+    Triton kernels' place and tiny shapes (its figures are a GPU's)."""
+    from keras_mlstm import config
+
+    names = config.fused_kernel_names()
+    try:
+        rows = run_suites(
+            tmp_path,
+            ["--suite", "gpu", "--gpu-lengths", "40", "--gpu-heads", "2"]
+            + ["--gpu-qk", "16", "--gpu-v", "32", "--gpu-dtype", "float32"]
+            + ["--gpu-kernels", "chunkwise--native_custbw", "native"]
+            + ["--gpu-lm-width", "32", "--gpu-lm-layers", "1"]
+            + ["--gpu-lm-heads", "2", "--gpu-lm-vocab", "20"]
+            + ["--gpu-lm-length", "16", "--gpu-lm-batch", "2"],
+        )
+    finally:
+        config.enable_fused_kernels(*names)
+    (accuracy,) = [row for row in rows if row["kind"] == "accuracy"]
+    assert accuracy["output_error"] < 1e-4
+    assert accuracy["exact_backward_q_error"] < 1e-4
+    # The kernel's own backward leaves the denominator out (docs/gpu.md).
+    assert accuracy["kernel_backward_q_error"] > 0.1
+    speed = {row["contestant"]: row for row in rows if row["kind"] == "speed"}
+    assert set(speed) == {
+        "keras.ops",
+        "fused",
+        "fused, exact backward",
+        "mlstm_kernels",
+        "SDPA (v head = qk head)",
+    }
+    assert all(row["tokens_per_s"] > 0 for row in speed.values())
+    assert speed["fused"]["over_mlstm_kernels"] > 0
+    lm = [row for row in rows if row["kind"] == "lm"]
+    assert [row["contestant"] for row in lm] == ["fused", "keras.ops"]
+
+
+def test_gpu_suite_says_why_the_fused_kernel_cannot_run(tmp_path):
+    """With the default (Triton) kernels and no GPU, the rows say why."""
+    rows = run_suites(
+        tmp_path,
+        ["--suite", "gpu", "--gpu-lengths", "32", "--gpu-heads", "1"]
+        + ["--gpu-qk", "16", "--gpu-v", "16", "--gpu-dtype", "float32"]
+        + ["--gpu-lm-width", "16", "--gpu-lm-layers", "1"]
+        + ["--gpu-lm-heads", "1", "--gpu-lm-vocab", "8"]
+        + ["--gpu-lm-length", "8", "--gpu-lm-batch", "1"],
+    )
+    (accuracy,) = [row for row in rows if row["kind"] == "accuracy"]
+    assert accuracy["unavailable"]
+    speed = [row["contestant"] for row in rows if row["kind"] == "speed"]
+    assert "fused" not in speed and "keras.ops" in speed

@@ -22,6 +22,7 @@ from keras_mlstm.benchmark import decode
 from keras_mlstm.benchmark import everyday
 from keras_mlstm.benchmark import flops
 from keras_mlstm.benchmark import generate
+from keras_mlstm.benchmark import gpu
 from keras_mlstm.benchmark import layer
 from keras_mlstm.benchmark import lm
 from keras_mlstm.benchmark import memory
@@ -44,6 +45,7 @@ MODULES = (
     lm,
     official,
     generate,
+    gpu,
 )
 SUITES = {name: module for module in MODULES for name in module.HELP}
 # Suites that need an optional package: why it cannot be imported, or None.

@@ -298,7 +298,9 @@ class MLSTMBlock(RecurrentBlock):
         convolution window of `K - 1` steps."""
         specs = self.state_specs(batch_size)
         state = [ops.zeros(shape, dtype) for _, shape, dtype in specs]
-        state[2] = ops.full(specs[2][1], NEG_LOG_WEIGHT, specs[2][2])
+        # Not `ops.full`: on PyTorch it makes the fill value a device tensor
+        # and reads it back (a host synchronisation on a GPU).
+        state[2] = state[2] + NEG_LOG_WEIGHT
         return state
 
     def call(
