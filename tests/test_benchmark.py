@@ -9,6 +9,7 @@ import sys
 
 import keras
 import pytest
+from utils import import_keras_hub
 
 from keras_mlstm import benchmark
 from keras_mlstm import resolve_chunk_size
@@ -159,7 +160,7 @@ def test_everyday_suite_times_every_contestant_against_lstm(tmp_path, capsys):
 
 
 def test_lm_suite_matches_parameter_counts(tmp_path, capsys):
-    pytest.importorskip("keras_hub")
+    import_keras_hub()
     rows = run_suites(
         tmp_path,
         ["--suite", "lm", "--lm-vocab", "16", "--lm-params", "20000"]
@@ -355,7 +356,7 @@ def test_suites_refuse_to_run_without_their_official_package(
 
 def test_generate_suite_times_both_models_through_public_apis(tmp_path):
     """xLSTM's state does not grow with the context; GPT-2's cache does."""
-    pytest.importorskip("keras_hub")
+    import_keras_hub()
     rows = run_suites(
         tmp_path,
         ["--suite", "generate", "--generate-contexts", "8", "32"]

@@ -20,6 +20,7 @@ import sys
 
 import keras
 import pytest
+from utils import import_keras_hub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -104,7 +105,7 @@ SPLIT = {
     ],
 )
 def test_data_and_model_parallel_match_single_device(variant):
-    pytest.importorskip("keras_hub")
+    import_keras_hub()
     env = dict(
         os.environ,
         KERAS_BACKEND="jax",

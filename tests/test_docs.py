@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 import pytest
+from utils import import_keras_hub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["README.md"] + [
@@ -65,7 +66,7 @@ def test_python_blocks_print_what_the_docs_show(name, tmp_path, monkeypatch):
     if name == "docs/hub.md":
         # KerasHub requires a newer Keras than the core's floor run has;
         # the hub extra's floor run tests this page.
-        pytest.importorskip("keras_hub", exc_type=ImportError)
+        import_keras_hub()
     monkeypatch.chdir(tmp_path)  # files a block writes stay out of the repo
     for index, (code, expected) in enumerate(blocks_of(name)):
         namespace = {"__name__": "doc"}

@@ -14,6 +14,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from utils import import_keras_hub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -188,7 +189,7 @@ def test_associative_recall_smoke_runs_every_model(tmp_path):
 
 @pytest.mark.slow_on("jax")
 def test_fine_tune_xlstm_smoke_converts_and_trains_only_adapters():
-    pytest.importorskip("keras_hub")
+    import_keras_hub()
     pytest.importorskip("torch")
     pytest.importorskip("xlstm")
     out = load_example("fine_tune_xlstm").main(["--smoke"])

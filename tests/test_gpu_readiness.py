@@ -18,6 +18,8 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from utils import KERAS_VERSION
+from utils import import_keras_hub
 from utils import run_under_backend
 
 import keras_mlstm
@@ -76,6 +78,11 @@ print(done)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's meta device")
+@pytest.mark.skipif(
+    KERAS_VERSION < (3, 14),
+    reason="Keras reads KERAS_TORCH_DEVICE since 3.14 (older ones put every "
+    "tensor on the CPU here)",
+)
 def test_every_layer_runs_forward_on_the_meta_device():
     try:
         import keras_hub  # noqa: F401
@@ -142,7 +149,7 @@ def test_the_compiled_generation_transfers_nothing(variant):
     the results come back)."""
     import jax
 
-    keras_hub = pytest.importorskip("keras_hub")
+    keras_hub = import_keras_hub()
     from keras_mlstm.models.xlstm import XLSTMBackbone
     from keras_mlstm.models.xlstm import XLSTMCausalLM
 
@@ -166,3 +173,18 @@ def test_the_compiled_generation_transfers_nothing(variant):
     np.testing.assert_array_equal(
         np.asarray(out["token_ids"]), np.asarray(expected["token_ids"])
     )
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow is the backend")
+def test_tensorflow_beside_another_backend_grows_its_gpu_memory_on_demand():
+    """The hub models import TensorFlow (through `keras_hub`) under JAX and
+    PyTorch; Keras sets `TF_FORCE_GPU_ALLOW_GROWTH` there, so TensorFlow
+    takes GPU memory as it needs it rather than all of it at start-up."""
+    import os
+    import sys
+
+    import_keras_hub()
+    from keras_mlstm.models import xlstm  # noqa: F401
+
+    assert "tensorflow" in sys.modules
+    assert os.environ.get("TF_FORCE_GPU_ALLOW_GROWTH") == "true"

@@ -11,10 +11,11 @@ import doctest
 
 import numpy as np
 import pytest
+from utils import import_keras_hub
 from utils import relative_error
 from utils import to_numpy
 
-keras_hub = pytest.importorskip("keras_hub")
+keras_hub = import_keras_hub()
 import keras  # noqa: E402
 
 from keras_mlstm.models import xlstm  # noqa: E402

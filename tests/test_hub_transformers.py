@@ -17,9 +17,10 @@ import os
 
 import numpy as np
 import pytest
+from utils import import_keras_hub
 from utils import to_numpy
 
-pytest.importorskip("keras_hub")
+import_keras_hub()
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")

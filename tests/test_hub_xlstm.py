@@ -12,10 +12,11 @@ from test_convert import T
 from test_convert import large_config
 from test_convert import perturbed
 from test_convert import stack_config
+from utils import import_keras_hub
 from utils import relative_error
 from utils import to_numpy
 
-pytest.importorskip("keras_hub")
+import_keras_hub()
 torch = pytest.importorskip("torch")
 pytest.importorskip("xlstm")
 

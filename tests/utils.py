@@ -6,6 +6,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +20,13 @@ KERAS_VERSION = tuple(int(part) for part in keras.version().split(".")[:2])
 # input gate near zero), ``strong`` saturates both gates, ``exp`` uses the
 # exponential forget gate, whose log can be positive (the memory grows).
 REGIMES = ("normal", "strong", "exp")
+
+
+def import_keras_hub():
+    """`keras_hub`, or a skip: where it is not installed, and in the core's
+    floor run, where the installed `keras-hub` fails to import under a
+    Keras older than it requires (an ImportError, not a missing module)."""
+    return pytest.importorskip("keras_hub", exc_type=ImportError)
 
 
 def make_inputs(rng, shape, regime="normal", dtype="float32"):
