@@ -133,6 +133,15 @@ def test_benchmark_runs_and_writes_json(tmp_path, capsys):
     assert again.read_bytes().startswith(b"\x89PNG")
 
 
+# The `gpu` suite at tiny shapes, one timed call.
+TINY_GPU_SUITE = (
+    ["--gpu-lengths", "32", "--gpu-heads", "1", "--gpu-qk", "16"]
+    + ["--gpu-v", "16", "--gpu-dtype", "float32", "--gpu-lm-width", "16"]
+    + ["--gpu-lm-layers", "1", "--gpu-lm-heads", "1", "--gpu-lm-vocab", "8"]
+    + ["--gpu-lm-length", "8", "--gpu-lm-batch", "1", "--repeats", "1"]
+)
+
+
 def run_suites(tmp_path, argv):
     """Run ``argv`` (tiny shapes, one timed call); the rows written to
     JSON."""
@@ -489,13 +498,56 @@ def test_gpu_suite_says_why_the_fused_kernel_cannot_run(tmp_path):
     """With the default (Triton) kernels and no GPU, the rows say why."""
     rows = run_suites(
         tmp_path,
-        ["--suite", "gpu", "--gpu-lengths", "32", "--gpu-heads", "1"]
-        + ["--gpu-qk", "16", "--gpu-v", "16", "--gpu-dtype", "float32"]
-        + ["--gpu-lm-width", "16", "--gpu-lm-layers", "1"]
-        + ["--gpu-lm-heads", "1", "--gpu-lm-vocab", "8"]
-        + ["--gpu-lm-length", "8", "--gpu-lm-batch", "1"],
+        ["--suite", "gpu", *TINY_GPU_SUITE],
     )
     (accuracy,) = [row for row in rows if row["kind"] == "accuracy"]
     assert accuracy["unavailable"]
     speed = [row["contestant"] for row in rows if row["kind"] == "speed"]
     assert "fused" not in speed and "keras.ops" in speed
+
+
+def run_gpu_check(tmp_path, arguments):
+    """`python -m keras_mlstm.benchmark.gpu_check ...` from `tmp_path`."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-m", "keras_mlstm.benchmark.gpu_check", *arguments],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+# It starts one process per backend itself: run from one backend's suite.
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="starts its own processes"
+)
+def test_gpu_check_runs_the_gpu_suite_on_every_backend(tmp_path):
+    """The prepared GPU check (docs/gpu.md), on this CPU: each backend
+    writes its rows, and the fused rows say why they cannot run."""
+    result = run_gpu_check(tmp_path, ["--budget", "500", *TINY_GPU_SUITE])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    for backend in ("torch", "jax", "tensorflow"):
+        assert f"{backend}: exit 0" in result.stdout
+        out = tmp_path / "benchmark_output" / f"gpu-{backend}.json"
+        rows = [
+            row
+            for row in json.loads(out.read_text())["rows"]
+            if row["suite"] == "gpu"
+        ]
+        (accuracy,) = [row for row in rows if row["kind"] == "accuracy"]
+        assert accuracy["unavailable"]
+        speed = {row["contestant"] for row in rows if row["kind"] == "speed"}
+        assert "keras.ops" in speed and "fused" not in speed
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="starts its own processes"
+)
+def test_gpu_check_stops_at_its_budget(tmp_path):
+    result = run_gpu_check(tmp_path, ["--budget", "5", *TINY_GPU_SUITE])
+    assert result.returncode == 1
+    for backend in ("torch", "jax", "tensorflow"):
+        assert f"{backend}: not started: the budget is spent" in result.stdout
+    assert not (tmp_path / "benchmark_output").exists()
