@@ -307,3 +307,31 @@ def mlstm_large_block_reference(x, weights, num_heads, cap=15.0, mask=None):
     gate_ = u @ w["ffn_gate_kernel"]
     branch = (_silu(gate_) * (u @ w["ffn_up_kernel"])) @ w["ffn_down_kernel"]
     return np.where(keep[..., None], x + branch, 0.0), state
+
+
+def weighted_reference_loss(args, mask, weights):
+    """A fixed linear function of the reference's outputs and final state:
+    `args` are q, k, v, the gates and `(C0, n0, m0)`; `weights` one array
+    per output (h, C, n, m)."""
+    h, state = mlstm_reference(*args[:5], initial_state=args[5:], mask=mask)
+    total = np.sum(h * weights[0])
+    for s, w in zip(state, weights[1:], strict=True):
+        total += np.sum(s * w)
+    return total
+
+
+def central_differences(args, mask, weights, step=1e-6):
+    """The gradients of `weighted_reference_loss` with respect to each of
+    `args` (float64), by central differences of step `step`."""
+    grads = []
+    for index, arg in enumerate(args):
+        grad = np.zeros_like(arg)
+        for position in np.ndindex(arg.shape):
+            shifted = [a.copy() for a in args]
+            shifted[index][position] += step
+            up = weighted_reference_loss(shifted, mask, weights)
+            shifted[index][position] -= 2 * step
+            down = weighted_reference_loss(shifted, mask, weights)
+            grad[position] = (up - down) / (2 * step)
+        grads.append(grad)
+    return grads

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
+from reference import central_differences
 from reference import mlstm_reference
 from utils import import_keras_hub
 from utils import make_inputs
@@ -38,6 +39,7 @@ from utils import relative_error
 from utils import scaled_error
 from utils import to_numpy
 from utils import value_and_grad
+from utils import weighted_mlstm_loss
 
 import keras_mlstm
 from keras_mlstm import config
@@ -121,53 +123,6 @@ def test_fused_outputs_and_states_match_the_reference(
         assert relative_error(got, to_numpy(expected)) < 1e-4
 
 
-def loss_of(mask, weights, fused):
-    weights = [ops.convert_to_tensor(w) for w in weights]
-
-    def loss(q, k, v, i, f, c0, n0, m0):
-        h, state = mlstm(
-            q,
-            k,
-            v,
-            i,
-            f,
-            initial_state=(c0, n0, m0),
-            mask=mask,
-            chunk_size=8,
-            return_state=True,
-            fused=fused,
-        )
-        total = ops.sum(h * weights[0])
-        for s, w in zip(state, weights[1:], strict=True):
-            total = total + ops.sum(s * w)
-        return total
-
-    return loss
-
-
-def reference_loss(args, mask, weights):
-    h, state = mlstm_reference(*args[:5], initial_state=args[5:], mask=mask)
-    total = np.sum(h * weights[0])
-    for s, w in zip(state, weights[1:], strict=True):
-        total += np.sum(s * w)
-    return total
-
-
-def central_differences(args, mask, weights, step=1e-6):
-    grads = []
-    for index, arg in enumerate(args):
-        grad = np.zeros_like(arg)
-        for position in np.ndindex(arg.shape):
-            shifted = [a.copy() for a in args]
-            shifted[index][position] += step
-            up = reference_loss(shifted, mask, weights)
-            shifted[index][position] -= 2 * step
-            down = reference_loss(shifted, mask, weights)
-            grad[position] = (up - down) / (2 * step)
-        grads.append(grad)
-    return grads
-
-
 @TORCH
 @pytest.mark.parametrize("regime", ["normal", "strong"])
 def test_fused_gradients_of_each_argument(native_kernels, regime):
@@ -185,8 +140,12 @@ def test_fused_gradients_of_each_argument(native_kernels, regime):
     ]
     expected = central_differences(args, mask, weights)
     float32 = [a.astype("float32") for a in args]
-    _, fused = value_and_grad(loss_of(mask, weights, True), float32)
-    _, plain = value_and_grad(loss_of(mask, weights, False), float32)
+    _, fused = value_and_grad(
+        weighted_mlstm_loss(mask, weights, chunk_size=8, fused=True), float32
+    )
+    _, plain = value_and_grad(
+        weighted_mlstm_loss(mask, weights, chunk_size=8, fused=False), float32
+    )
     for name, got, ops_grad, reference in zip(
         NAMES, fused, plain, expected, strict=True
     ):

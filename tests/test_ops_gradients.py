@@ -15,15 +15,14 @@ Tolerances:
 
 import numpy as np
 import pytest
-from keras import ops
-from reference import mlstm_reference
+from reference import central_differences
+from reference import weighted_reference_loss
 from utils import FORMS
 from utils import make_inputs
 from utils import make_state
 from utils import relative_error
 from utils import value_and_grad
-
-from keras_mlstm import ops as mlstm_ops
+from utils import weighted_mlstm_loss
 
 NAMES = ("q", "k", "v", "input_gate", "forget_gate", "C0", "n0", "m0")
 
@@ -46,50 +45,7 @@ def make_case(shape, seed, dtype="float64", regime="strong"):
 
 
 def op_loss(form, mask, weights, chunk_size):
-    weights = [ops.convert_to_tensor(w) for w in weights]
-
-    def loss(q, k, v, i, f, c0, n0, m0):
-        h, state = mlstm_ops.mlstm(
-            q,
-            k,
-            v,
-            i,
-            f,
-            initial_state=(c0, n0, m0),
-            mask=mask,
-            form=form,
-            chunk_size=chunk_size,
-            return_state=True,
-        )
-        total = ops.sum(h * weights[0])
-        for s, w in zip(state, weights[1:], strict=True):
-            total = total + ops.sum(s * w)
-        return total
-
-    return loss
-
-
-def reference_loss(args, mask, weights):
-    h, state = mlstm_reference(*args[:5], initial_state=args[5:], mask=mask)
-    total = np.sum(h * weights[0])
-    for s, w in zip(state, weights[1:], strict=True):
-        total += np.sum(s * w)
-    return total
-
-
-def central_differences(args, mask, weights, step=1e-6):
-    grads = []
-    for index, arg in enumerate(args):
-        grad = np.zeros_like(arg)
-        for position in np.ndindex(arg.shape):
-            shifted = [a.copy() for a in args]
-            shifted[index][position] += step
-            up = reference_loss(shifted, mask, weights)
-            shifted[index][position] -= 2 * step
-            down = reference_loss(shifted, mask, weights)
-            grad[position] = (up - down) / (2 * step)
-        grads.append(grad)
-    return grads
+    return weighted_mlstm_loss(mask, weights, form=form, chunk_size=chunk_size)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +60,7 @@ def test_gradients_match_finite_differences(form, small_case):
     args, mask, weights, expected = small_case
     value, grads = value_and_grad(op_loss(form, mask, weights, 3), args)
     np.testing.assert_allclose(
-        value, reference_loss(args, mask, weights), rtol=1e-10
+        value, weighted_reference_loss(args, mask, weights), rtol=1e-10
     )
     # The difference quotients' error is absolute (rounding of the loss over
     # the step), so it is measured against the largest gradient entry of all.

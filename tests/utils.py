@@ -184,3 +184,31 @@ def run_under_backend(backend, code, *args, timeout=300):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def weighted_mlstm_loss(mask, weights, **options):
+    """The `keras.ops` twin of `reference.weighted_reference_loss`: a
+    function of q, k, v, the gates and `(C0, n0, m0)` through
+    `keras_mlstm.ops.mlstm(..., **options)`."""
+    from keras_mlstm.ops import mlstm
+
+    weights = [keras.ops.convert_to_tensor(w) for w in weights]
+
+    def loss(q, k, v, i, f, c0, n0, m0):
+        h, state = mlstm(
+            q,
+            k,
+            v,
+            i,
+            f,
+            initial_state=(c0, n0, m0),
+            mask=mask,
+            return_state=True,
+            **options,
+        )
+        total = keras.ops.sum(h * weights[0])
+        for s, w in zip(state, weights[1:], strict=True):
+            total = total + keras.ops.sum(s * w)
+        return total
+
+    return loss
