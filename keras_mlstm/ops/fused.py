@@ -222,25 +222,32 @@ def _fused_sequence(
             eps,
         )
         return h, tuple(state)
-    tensors = [as_tensor(x) for x in (q, k, v, input_gate, forget_gate)]
-    if initial_state is not None:
-        tensors += [as_tensor(s) for s in initial_state]
+    return _with_exact_backward(
+        lambda *xs: _kernel_sequence(*xs, mask, kernel_name, chunk_size, eps),
+        lambda *xs: _ops_sequence(*xs, mask, chunk_size, eps),
+        (q, k, v, input_gate, forget_gate),
+        initial_state,
+    )
 
-    def split(xs):
-        return xs[:5], (None if len(xs) == 5 else tuple(xs[5:]))
 
-    def fast(*xs):
-        inputs, state = split(xs)
-        return _kernel_sequence(
-            *inputs, state, mask, kernel_name, chunk_size, eps
-        )
+def _with_exact_backward(fast, exact, inputs, state):
+    """`fast(*inputs, state)`, a tuple `(h, C, n, m)`, differentiated as
+    `exact(*inputs, state)` (`compat.exact_backward`): `(h, (C, n, m))`.
+    `state` may be None."""
+    tensors = [as_tensor(x) for x in inputs]
+    if state is not None:
+        tensors += [as_tensor(s) for s in state]
+    count = len(inputs)
 
-    def exact(*xs):
-        inputs, state = split(xs)
-        return _ops_sequence(*inputs, state, mask, chunk_size, eps)
+    def unflatten(fn):
+        def run(*xs):
+            carried = None if len(xs) == count else tuple(xs[count:])
+            return fn(*xs[:count], carried)
 
-    h, *state = exact_backward(fast, exact, tensors)
-    return h, tuple(state)
+        return run
+
+    h, *final = exact_backward(unflatten(fast), unflatten(exact), tensors)
+    return h, tuple(final)
 
 
 fused_sequence = compiled_on_jax(
@@ -295,23 +302,12 @@ def _fused_step(
     """`mlstm_step` through the step kernel `kernel_name`: `(h, state)`,
     differentiated exactly through the `keras.ops` step (Triton's step
     kernel has no backward)."""
-    tensors = [as_tensor(x) for x in (q, k, v, input_gate, forget_gate)]
-    if state is not None:
-        tensors += [as_tensor(s) for s in state]
-
-    def split(xs):
-        return xs[:5], (None if len(xs) == 5 else tuple(xs[5:]))
-
-    def fast(*xs):
-        inputs, carried = split(xs)
-        return _kernel_step(*inputs, carried, mask, kernel_name, eps)
-
-    def exact(*xs):
-        inputs, carried = split(xs)
-        return _ops_step(*inputs, carried, mask, eps)
-
-    h, *state = exact_backward(fast, exact, tensors)
-    return h, tuple(state)
+    return _with_exact_backward(
+        lambda *xs: _kernel_step(*xs, mask, kernel_name, eps),
+        lambda *xs: _ops_step(*xs, mask, eps),
+        (q, k, v, input_gate, forget_gate),
+        state,
+    )
 
 
 fused_step = compiled_on_jax(
