@@ -38,7 +38,7 @@ from keras_mlstm.ops.compat import fused_kernel
 from keras_mlstm.ops.compat import on_accelerator
 from keras_mlstm.ops.compat import run_sequence_kernel
 from keras_mlstm.ops.compat import run_step_kernel
-from keras_mlstm.ops.recurrent import step_core
+from keras_mlstm.ops.recurrent import step_form
 
 # The forget pre-activation of an identity step: log_sigmoid(1e30) = 0.
 OPEN_FORGET = 1e30
@@ -230,6 +230,12 @@ def _fused_sequence(
     )
 
 
+def _flat(result):
+    """`(h, (C, n, m))` -> `(h, C, n, m)`."""
+    h, state = result
+    return (h, *state)
+
+
 def _with_exact_backward(fast, exact, inputs, state):
     """`fast(*inputs, state)`, a tuple `(h, C, n, m)`, differentiated as
     `exact(*inputs, state)` (`compat.exact_backward`): `(h, (C, n, m))`.
@@ -278,24 +284,6 @@ def _kernel_step(q, k, v, input_gate, forget_gate, state, mask, name, eps):
     return (h, *state)
 
 
-def _ops_step(q, k, v, input_gate, forget_gate, state, mask, eps):
-    """The same through the `keras.ops` step: `(h, C, n, m)`."""
-    prepared = prepare(q, k, v, input_gate, forget_gate, state, mask, "sigmoid")
-    h, state = finish(
-        *step_core(
-            prepared.q,
-            prepared.k,
-            prepared.v,
-            prepared.log_input,
-            prepared.log_forget,
-            prepared.state,
-            eps,
-        ),
-        prepared,
-    )
-    return (h, *state)
-
-
 def _fused_step(
     q, k, v, input_gate, forget_gate, state, mask, *, kernel_name, eps
 ):
@@ -304,7 +292,9 @@ def _fused_step(
     kernel has no backward)."""
     return _with_exact_backward(
         lambda *xs: _kernel_step(*xs, mask, kernel_name, eps),
-        lambda *xs: _ops_step(*xs, mask, eps),
+        lambda *xs: _flat(
+            step_form(*xs, mask, forget_gate_activation="sigmoid", eps=eps)
+        ),
         (q, k, v, input_gate, forget_gate),
         state,
     )
