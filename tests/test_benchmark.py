@@ -13,6 +13,7 @@ from utils import import_keras_hub
 
 from keras_mlstm import benchmark
 from keras_mlstm import resolve_chunk_size
+from keras_mlstm.benchmark import generate
 from keras_mlstm.benchmark import official
 from keras_mlstm.benchmark import report
 
@@ -244,6 +245,11 @@ def test_every_size_and_count_option_is_found_for_the_checks_below():
         "--lm-blocks",
         "--lm-lengths",
         "--lm-batch",
+        "--compile-depths",
+        "--compile-width",
+        "--compile-length",
+        "--compile-batch",
+        "--compile-vocab",
         "--generate-contexts",
         "--generate-width",
         "--generate-layers",
@@ -551,3 +557,48 @@ def test_gpu_check_stops_at_its_budget(tmp_path):
     for backend in ("torch", "jax", "tensorflow"):
         assert f"{backend}: not started: the budget is spent" in result.stdout
     assert not (tmp_path / "benchmark_output").exists()
+
+
+def test_compile_suite_times_first_and_steady_steps_by_depth(tmp_path, capsys):
+    hub = generate.hub_unavailable() is None
+    backend = keras.backend.backend()
+    rows = run_suites(
+        tmp_path,
+        ["--suite", "compile", "--compile-depths", "1", "2"]
+        + ["--compile-width", "16", "--compile-length", "8"]
+        + ["--compile-batch", "2", "--compile-vocab", "16"],
+    )
+    stacks = ["MLSTMStack"] + (["XLSTMBackbone"] if hub else [])
+    matched = stacks + ["LSTM", "GRU", "Transformer"]
+    alone = ["MLSTM", "MLSTMBlock", "MLSTMLargeBlock"]
+    assert [(row["body"], row["layers"]) for row in rows] == [
+        (name, 1) for name in matched + alone
+    ] + [(name, 2) for name in matched]
+    by_name = {(row["body"], row["layers"]): row for row in rows}
+    for row in rows:
+        assert row["first_call_s"] > row["median_s"] > 0, row
+        assert (row["length"], row["batch"], row["vocab"]) == (8, 2, 16)
+        assert row["first_call_ratio_to_LSTM"] == pytest.approx(
+            row["first_call_s"] / by_name["LSTM", row["layers"]]["first_call_s"]
+        )
+        assert row["first_call_vs_1_layer"] == pytest.approx(
+            row["first_call_s"] / by_name[row["body"], 1]["first_call_s"]
+        )
+        if backend == "jax":
+            # JAX's own timers: the stages fit inside the first call.
+            stages = row["trace_s"] + row["lower_s"] + row["xla_compile_s"]
+            assert 0 < row["xla_compile_s"] and stages < row["first_call_s"]
+        else:
+            assert "xla_compile_s" not in row
+    for depth in (1, 2):
+        # Equal sizes: the others' widths match the stack's parameters.
+        stack = by_name["MLSTMStack", depth]["params"]
+        for name in ("LSTM", "GRU", "Transformer"):
+            assert abs(by_name[name, depth]["params"] - stack) < 0.2 * stack
+        assert by_name["MLSTMStack", depth]["width"] == 16
+    assert (
+        by_name["MLSTMStack", 2]["params"] > by_name["MLSTMStack", 1]["params"]
+    )
+    printed = capsys.readouterr()
+    assert "| backend | body | layers | width | params |" in printed.out
+    assert ("XLSTMBackbone left out" in printed.err) is not hub

@@ -18,6 +18,7 @@ import textwrap
 
 import keras
 
+from keras_mlstm.benchmark import compile_time
 from keras_mlstm.benchmark import decode
 from keras_mlstm.benchmark import everyday
 from keras_mlstm.benchmark import flops
@@ -43,6 +44,7 @@ MODULES = (
     memory,
     everyday,
     lm,
+    compile_time,
     official,
     generate,
     gpu,

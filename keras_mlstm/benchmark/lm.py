@@ -94,7 +94,9 @@ class PositionEmbedding(keras.layers.Layer):
         return input_shape
 
 
-def _language_model(vocab, width, body):
+def language_model(vocab, width, body):
+    """`Input((None,), int32) -> Embedding(vocab, width) -> body ->
+    Dense(vocab)`, a `keras.Model`."""
     tokens = keras.Input((None,), dtype="int32")
     x = body(keras.layers.Embedding(vocab, width)(tokens))
     return keras.Model(tokens, keras.layers.Dense(vocab)(x))
@@ -104,7 +106,7 @@ def mlstm_model(vocab, width, blocks, context):
     from keras_mlstm.models.xlstm import XLSTMBackbone
     from keras_mlstm.models.xlstm import XLSTMCausalLM
 
-    language_model = XLSTMCausalLM(
+    causal_lm = XLSTMCausalLM(
         XLSTMBackbone(
             vocabulary_size=vocab,
             num_layers=blocks,
@@ -115,7 +117,7 @@ def mlstm_model(vocab, width, blocks, context):
     )
     tokens = keras.Input((None,), dtype="int32")
     inputs = {"token_ids": tokens, "padding_mask": keras.ops.ones_like(tokens)}
-    return keras.Model(tokens, language_model(inputs))
+    return keras.Model(tokens, causal_lm(inputs))
 
 
 def lstm_model(vocab, width, blocks, context):
@@ -124,7 +126,7 @@ def lstm_model(vocab, width, blocks, context):
             x = keras.layers.LSTM(width, return_sequences=True)(x)
         return x
 
-    return _language_model(vocab, width, body)
+    return language_model(vocab, width, body)
 
 
 def transformer_model(vocab, width, blocks, context):
@@ -139,7 +141,7 @@ def transformer_model(vocab, width, blocks, context):
             x = x + keras.layers.Dense(width)(h)
         return keras.layers.LayerNormalization()(x)
 
-    return _language_model(vocab, width, body)
+    return language_model(vocab, width, body)
 
 
 # Each model as a function of (vocabulary, width, blocks, context).

@@ -8,6 +8,8 @@ contestants in turn, round after round, and reports each one's median, so
 that drift on a shared machine affects them alike.
 """
 
+import contextlib
+import functools
 import statistics
 import time
 
@@ -36,6 +38,47 @@ def block_until_ready(value):
             lambda x: x.numpy() if hasattr(x, "numpy") else x, value
         )
     return value
+
+
+# JAX's own timers (`jax.monitoring`) of the stages of a compilation.
+JAX_STAGES = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+    "/jax/core/compile/backend_compile_duration": "xla_compile_s",
+}
+_RECORDING = []
+
+
+def _add_stage_time(event, seconds, **kwargs):
+    stage = JAX_STAGES.get(event)
+    if stage is not None:
+        for stages in _RECORDING:
+            stages[stage] += seconds
+
+
+@functools.cache
+def _listen_to_jax():
+    import jax
+
+    jax.monitoring.register_event_duration_secs_listener(_add_stage_time)
+
+
+@contextlib.contextmanager
+def compile_stages():
+    """A dict filled, on JAX, with the seconds spent inside the `with`
+    block tracing (`trace_s`; a function traced inside another counts in
+    both), lowering to StableHLO (`lower_s`) and compiling with XLA
+    (`xla_compile_s`); empty on the other backends."""
+    stages = {}
+    if BACKEND == "jax":
+        _listen_to_jax()
+        stages.update(dict.fromkeys(JAX_STAGES.values(), 0.0))
+        _RECORDING.append(stages)
+    try:
+        yield stages
+    finally:
+        if _RECORDING and _RECORDING[-1] is stages:
+            _RECORDING.pop()
 
 
 def compile_gradient(loss):

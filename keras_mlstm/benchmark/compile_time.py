@@ -1,0 +1,246 @@
+"""The `compile` suite: the first training step (tracing and compiling
+the training function, then one step) against the steady step, and how
+the first grows with depth, for language models `Input((None,), int32)
+-> Embedding(V, D) -> body -> Dense(V)` trained with `train_on_batch`
+after Keras's default `compile` (Adam, next-token cross-entropy; XLA on
+JAX, a `tf.function` without XLA on a TensorFlow CPU, eager on PyTorch).
+
+At each depth n of `--compile-depths` the bodies are:
+
+- `MLSTMStack`: n `"mlstm"` blocks of 4 heads, width `--compile-width`;
+- `XLSTMBackbone`: KerasHub's `XLSTMCausalLM` of the same blocks and
+  width, fed unpadded ids with a padding mask of ones, as a KerasHub
+  preprocessor feeds it (needs the `hub` extra; left out with a message
+  without it);
+- `LSTM` and `GRU`: n layers; `Transformer`: n pre-norm causal attention
+  blocks; each at the width (a multiple of 4) whose parameter count is
+  nearest the `MLSTMStack` model's.
+
+At depth 1 also the layers alone, at `--compile-width`: `MLSTM(D)`,
+`MLSTMBlock` and `MLSTMLargeBlock` (4 heads each).
+
+After a warm-up model's first step (one-time costs of the process), the
+models of one depth are built afresh, their first calls made one after
+the other, then their steady steps timed interleaved (`--repeats`
+rounds). On JAX each row splits the first call into JAX's own timers
+(`jax.monitoring`): tracing, lowering to StableHLO and XLA compilation.
+`first call / LSTM` compares models of one depth; `first call / 1 layer`
+shows the growth with depth of each body.
+"""
+
+import functools
+import sys
+
+import keras
+import numpy as np
+
+from keras_mlstm.benchmark.generate import hub_unavailable
+from keras_mlstm.benchmark.lm import language_model
+from keras_mlstm.benchmark.lm import mlstm_model
+from keras_mlstm.benchmark.lm import transformer_model
+from keras_mlstm.benchmark.lm import width_for
+from keras_mlstm.benchmark.options import add_int
+from keras_mlstm.benchmark.timing import block_until_ready
+from keras_mlstm.benchmark.timing import call_with
+from keras_mlstm.benchmark.timing import compile_for_training
+from keras_mlstm.benchmark.timing import compile_stages
+from keras_mlstm.benchmark.timing import time_interleaved
+from keras_mlstm.layers import MLSTM
+from keras_mlstm.layers import MLSTMBlock
+from keras_mlstm.layers import MLSTMLargeBlock
+from keras_mlstm.models import MLSTMStack
+
+HELP = {
+    "compile": "first train_on_batch (tracing, compiling) and steady step of"
+    " language models of MLSTMStack, XLSTMBackbone, LSTM, GRU and"
+    " Transformer bodies at --compile-depths layers (equal parameter"
+    " counts), and of MLSTM and each block alone",
+}
+
+HEADS = 4
+
+
+def add_arguments(parser):
+    add_int(
+        parser,
+        "--compile-depths",
+        [1, 2, 4, 8],
+        "compile: numbers of layers (blocks) of the bodies",
+        metavar="N",
+    )
+    add_int(
+        parser,
+        "--compile-width",
+        128,
+        "compile: width of the mLSTM bodies (the others match their"
+        " parameter count)",
+        metavar="D",
+    )
+    add_int(parser, "--compile-length", 256, "compile: sequence length")
+    add_int(parser, "--compile-batch", 16, "compile: batch size", metavar="B")
+    add_int(parser, "--compile-vocab", 256, "compile: vocabulary size")
+
+
+def _layers(make, depth):
+    """A body of `depth` layers `make(width)` applied in turn."""
+
+    def body(width):
+        def apply(x):
+            for _ in range(depth):
+                x = make(width)(x)
+            return x
+
+        return apply
+
+    return body
+
+
+def _alone(make):
+    """A body of the one layer `make(width)`."""
+    return lambda width: make(width)
+
+
+def _recurrent(layer_class):
+    return lambda width: layer_class(width, return_sequences=True)
+
+
+def _builders(vocab, depth, context, hub):
+    """`name -> build(width)` of the models compared at `depth`; the
+    first is the reference for the others' widths."""
+    builders = {
+        "MLSTMStack": lambda width: language_model(
+            vocab, width, MLSTMStack(num_layers=depth, num_heads=HEADS)
+        )
+    }
+    if hub:
+        builders["XLSTMBackbone"] = functools.partial(
+            mlstm_model, vocab, blocks=depth, context=context
+        )
+    for name, body in (
+        ("LSTM", _layers(_recurrent(keras.layers.LSTM), depth)),
+        ("GRU", _layers(_recurrent(keras.layers.GRU), depth)),
+    ):
+        builders[name] = functools.partial(
+            lambda body, width: language_model(vocab, width, body(width)),
+            body,
+        )
+    builders["Transformer"] = functools.partial(
+        transformer_model, vocab, blocks=depth, context=context
+    )
+    if depth == 1:
+        for name, body in (
+            ("MLSTM", _alone(_recurrent(MLSTM))),
+            ("MLSTMBlock", _alone(lambda w: MLSTMBlock(num_heads=HEADS))),
+            (
+                "MLSTMLargeBlock",
+                _alone(lambda w: MLSTMLargeBlock(num_heads=HEADS)),
+            ),
+        ):
+            builders[name] = functools.partial(
+                lambda body, width: language_model(vocab, width, body(width)),
+                body,
+            )
+    return builders
+
+
+# Bodies built at `--compile-width` itself rather than at a matched size.
+AT_WIDTH = ("MLSTMStack", "XLSTMBackbone", "MLSTM", "MLSTMBlock")
+AT_WIDTH += ("MLSTMLargeBlock",)
+
+
+def _recording_first_call(thunk, stages):
+    """`thunk`, whose first call fills `stages` (`compile_stages`)."""
+    calls = []
+
+    def call():
+        if calls:
+            return thunk()
+        calls.append(None)
+        with compile_stages() as recorded:
+            value = block_until_ready(thunk())
+        stages.update(recorded)
+        return value
+
+    return call
+
+
+def run(args):
+    vocab, width = args.compile_vocab, args.compile_width
+    length, batch = args.compile_length, args.compile_batch
+    missing = hub_unavailable()
+    hub = missing is None
+    if not hub:
+        print(
+            f"compile suite: XLSTMBackbone left out: {missing}", file=sys.stderr
+        )
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    tokens = np.random.default_rng(0).integers(vocab, size=(batch, length + 1))
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    inputs, targets = inputs.astype("int32"), targets.astype("int32")
+    # One-time costs of the process (the first compilation of all, the
+    # optimizer's code paths) must not land on the first contestant.
+    warm_up = compile_for_training(
+        language_model(vocab, 4, lambda x: x), loss, "auto"
+    )
+    warm_up.train_on_batch(inputs, targets)
+    first_layer = {}
+    for depth in args.compile_depths:
+        builders = _builders(vocab, depth, length, hub)
+        target = builders["MLSTMStack"](width).count_params()
+        widths = {
+            name: width if name in AT_WIDTH else width_for(build, target)
+            for name, build in builders.items()
+        }
+        models = {
+            name: compile_for_training(build(widths[name]), loss, "auto")
+            for name, build in builders.items()
+        }
+        stages = {name: {} for name in models}
+        result = time_interleaved(
+            {
+                name: _recording_first_call(
+                    call_with(model.train_on_batch, (inputs, targets)),
+                    stages[name],
+                )
+                for name, model in models.items()
+            },
+            args.repeats,
+        )
+        lstm = result["LSTM"]["first_call_s"]
+        for name, timing in result.items():
+            first_layer.setdefault(name, (depth, timing["first_call_s"]))
+            row = {"suite": "compile", "body": name, "width": widths[name]}
+            row.update(layers=depth, vocab=vocab, length=length, batch=batch)
+            row.update(params=models[name].count_params(), **timing)
+            row.update(stages[name])
+            row["jit_compile"] = models[name].jit_compile
+            row["tokens_per_s"] = batch * length / timing["median_s"]
+            row["first_call_ratio_to_LSTM"] = timing["first_call_s"] / lstm
+            start, first = first_layer[name]
+            if start == 1:
+                row["first_call_vs_1_layer"] = timing["first_call_s"] / first
+            yield row
+
+
+def title(row):
+    return (
+        f"language models, vocabulary {row['vocab']}, T={row['length']},"
+        f" B={row['batch']}, Adam, next-token cross-entropy, first"
+        " train_on_batch and steady step"
+    )
+
+
+COLUMNS = (
+    ("body", "body", "text"),
+    ("layers", "layers", "text"),
+    ("width", "width", "text"),
+    ("params", "params", "count"),
+    ("first call (s)", "first_call_s", "s"),
+    ("trace (s)", "trace_s", "s"),
+    ("lower (s)", "lower_s", "s"),
+    ("XLA compile (s)", "xla_compile_s", "s"),
+    ("XLA", "jit_compile", "text"),
+    ("ms/step", "median_s", "ms"),
+    ("first call / LSTM", "first_call_ratio_to_LSTM", "ratio"),
+    ("first call / 1 layer", "first_call_vs_1_layer", "ratio"),
+)
