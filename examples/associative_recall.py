@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTM  # noqa: E402
 from keras_mlstm import MLSTMStack  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 KEYS = 64  # key tokens 1..64
 VALUES = 64  # value tokens 65..128
@@ -156,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="demo_output")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.pairs, args.width, args.examples, args.epochs = [2], 16, 32, 1
     os.makedirs(args.output_dir, exist_ok=True)

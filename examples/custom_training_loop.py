@@ -30,6 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTM  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
@@ -173,6 +174,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.steps, args.units = 3, 8
     keras.utils.set_random_seed(args.seed)

@@ -26,6 +26,12 @@ The module texts differ between Python versions, so figures are comparable
 between runs of one Python version. With `--steps` and `--seed` a run is
 repeatable; with a time budget the number of steps depends on the machine.
 
+On JAX the compiled training steps are kept on disk
+(`keras_mlstm.config.enable_compilation_cache`, under
+`~/.cache/keras_mlstm/jax` unless `--compilation-cache` names another
+directory), so that a second run reads them back instead of compiling them
+again; `--no-compilation-cache` compiles afresh.
+
 Runtime: about 3 minutes on a 2-core CPU with the defaults (60 s of training
 per model, plus compilation, validation and sampling); `--smoke` runs a
 tiny configuration in seconds (the test suite runs it on every backend).
@@ -48,6 +54,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTMStack  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 # Modules of the standard library (paths under its directory, without
 # ".py"), present in Python 3.11 to 3.13.
@@ -156,6 +163,19 @@ def parse_args(argv):
     add("--temperature", type=float, default=0.7)
     add("--seed", type=int, default=0)
     add("--output-dir", default="demo_output")
+    add(
+        "--compilation-cache",
+        default=None,
+        metavar="DIR",
+        help="on JAX, keep the compiled training steps in DIR so that a "
+        "rerun skips compiling them (keras_mlstm.config."
+        "enable_compilation_cache; default: ~/.cache/keras_mlstm/jax)",
+    )
+    add(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile afresh (the default with --smoke)",
+    )
     add("--smoke", action="store_true", help="a tiny, seconds-long run")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 2:
@@ -452,6 +472,13 @@ def main(argv=None):
         f"Python {sys.version.split()[0]}, Keras {keras.__version__}, "
         f"backend {keras.backend.backend()}"
     )
+    cache = None
+    if not args.no_compilation_cache and (
+        args.compilation_cache or not args.smoke
+    ):
+        cache = config.enable_compilation_cache(args.compilation_cache)
+    if cache is not None:
+        print(f"compilation cache: {cache} (a rerun reads the steps back)")
     train_ids = read_modules(TRAIN_MODULES)
     val_ids = read_modules(VALIDATION_MODULES)
     val = validation_set(val_ids, args.window, args.val_bytes)
@@ -510,6 +537,7 @@ def main(argv=None):
         "at_equal_steps": (steps, equal),
         "reloaded_bits": reloaded_bits,
         "curves": curves,
+        "compilation_cache": cache,
         "model": path,
         "sample": text,
     }

@@ -55,9 +55,12 @@ def train(args, process_id=None):
     import keras
     import numpy as np
 
+    from keras_mlstm import config
     from keras_mlstm.models.xlstm import XLSTMBackbone
     from keras_mlstm.models.xlstm import XLSTMCausalLM
 
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     keras.utils.set_random_seed(0)
     if args.run in ("data", "processes"):
         devices = keras.distribution.list_devices()
@@ -158,6 +161,7 @@ def child(run, args, backend="jax", devices=1, extra=()):
     command = [sys.executable, __file__, "--run", run]
     command += ["--devices", str(devices), "--width", str(args.width)]
     command += ["--length", str(args.length), *extra]
+    command += ["--smoke"] if args.smoke else []
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

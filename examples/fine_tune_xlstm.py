@@ -40,6 +40,7 @@ from xlstm.blocks.mlstm.layer import mLSTMLayerConfig  # noqa: E402
 from xlstm.xlstm_lm_model import xLSTMLMModel  # noqa: E402
 from xlstm.xlstm_lm_model import xLSTMLMModelConfig  # noqa: E402
 
+from keras_mlstm import config  # noqa: E402
 from keras_mlstm.models.xlstm import XLSTMByteTokenizer  # noqa: E402
 from keras_mlstm.models.xlstm import XLSTMCausalLM  # noqa: E402
 from keras_mlstm.models.xlstm import XLSTMCausalLMPreprocessor  # noqa: E402
@@ -81,6 +82,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.width, args.blocks, args.sequence_length = 32, 1, 16
         args.pieces, args.epochs, args.rank = 8, 1, 2

@@ -27,6 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTM  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 PAD, START, END = 0, 1, 2
 DIGITS = 10  # tokens 3..12
@@ -95,6 +96,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.epochs, args.examples, args.units = 1, 64, 8
     keras.utils.set_random_seed(args.seed)

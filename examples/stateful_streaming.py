@@ -26,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTM  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 DECAY = 0.95
 
@@ -62,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.epochs, args.units, args.length, args.piece = 1, 8, 60, 20
     keras.utils.set_random_seed(args.seed)

@@ -29,6 +29,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTM  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 VOCABULARY = 50  # token 0 is padding
 FIRST, SECOND = 7, 9
@@ -80,6 +81,8 @@ def main(argv=None):
     )
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.epochs, args.examples, args.units, args.probes = 1, 64, 8, 4
     keras.utils.set_random_seed(args.seed)

@@ -30,6 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_mlstm import MLSTM  # noqa: E402
+from keras_mlstm import config  # noqa: E402
 
 
 def mackey_glass(length, tau=17, dt=0.1, sample_every=10, warmup=1000):
@@ -96,6 +97,8 @@ def main(argv=None):
     parser.add_argument("--output-dir", default="demo_output")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
+    if not args.smoke:  # on JAX, reruns read the compiled steps back
+        config.enable_compilation_cache()
     if args.smoke:
         args.epochs, args.units, args.length = 1, 8, 300
         args.window, args.horizon = 16, 4

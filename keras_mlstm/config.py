@@ -10,6 +10,8 @@ JAX, take the same arguments and run anywhere, which is how the glue
 around the kernels is tested on a CPU.
 """
 
+import os
+
 _SETTINGS = {
     "enabled": True,
     "sequence_kernel": "chunkwise--triton_xl_chunk",
@@ -114,3 +116,80 @@ def fused_kernel_names():
         - `mlstm_kernels.torch.get_available_mlstm_kernels`, the names.
     """
     return _SETTINGS["sequence_kernel"], _SETTINGS["step_kernel"]
+
+
+def enable_compilation_cache(directory=None):
+    """Keep the programs XLA compiles on disk, so that a rerun skips
+    compiling them: JAX's persistent compilation cache.
+
+    On JAX, Keras compiles the training, evaluation and prediction
+    functions (and KerasHub's `generate`) with XLA at their first call,
+    and again in every new process: a few seconds for a small xLSTM model
+    on a CPU (docs/benchmarks.md, "Compile time"). With the cache on, a
+    program whose compilation took at least JAX's
+    `jax_persistent_cache_min_compile_time_secs` (1 s by default) is
+    written to `directory`, and any later compilation of the same
+    program (same JAX version, devices and compiler options), in this
+    process or another, reads it back instead. Tracing the Python
+    function into the program is not cached and is still paid.
+
+    On TensorFlow, whose first step on a CPU is spent tracing Python
+    into a graph (no XLA), and on PyTorch, which runs eagerly, there is no
+    such cache: the call changes nothing and returns `None`.
+
+    The cache holds executable code: keep it in a directory only you can
+    write to, as JAX's documentation warns.
+
+    Args:
+        directory: str, path-like or `None`. Where to keep the cache; it
+            is created if missing. Defaults to `None`: the directory in
+            `JAX_COMPILATION_CACHE_DIR` if that is set, else
+            `keras_mlstm/jax` under `XDG_CACHE_HOME` (`~/.cache` when
+            unset).
+
+    Returns:
+        The cache directory, an absolute path, on JAX; `None` on the
+        other backends.
+
+    Example:
+
+    >>> import os
+    >>> import tempfile
+    >>> from keras_mlstm import config
+    >>> directory = os.path.join(tempfile.mkdtemp(), "xla")
+    >>> used = config.enable_compilation_cache(directory)
+    >>> used in (directory, None)  # None unless the backend is JAX
+    True
+
+    References:
+        - JAX, "Persistent compilation cache",
+          https://docs.jax.dev/en/latest/persistent_compilation_cache.html
+    """
+    import keras
+
+    if directory is not None and not isinstance(directory, (str, os.PathLike)):
+        raise ValueError(
+            "`directory` must be None or a path (str or os.PathLike); "
+            f"received {directory!r}."
+        )
+    if keras.backend.backend() != "jax":
+        return None
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    if directory is None:
+        directory = os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
+            os.path.join(
+                os.environ.get("XDG_CACHE_HOME")
+                or os.path.join(os.path.expanduser("~"), ".cache"),
+                "keras_mlstm",
+                "jax",
+            )
+        )
+    directory = os.path.abspath(os.fspath(directory))
+    os.makedirs(directory, exist_ok=True)
+    if jax.config.jax_compilation_cache_dir != directory:
+        # A cache opened on another directory keeps it until reset.
+        compilation_cache.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", directory)
+    return directory

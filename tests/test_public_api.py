@@ -112,3 +112,48 @@ def test_every_argument_states_its_default(name, obj):
         assert stated, f"{name}: {parameter.name}: {text!r}"
         value = ast.literal_eval(stated.group(1))
         assert value == parameter.default, f"{name}: {parameter.name}"
+
+
+CONFIG_FUNCTIONS = [
+    name
+    for name, obj in vars(keras_mlstm.config).items()
+    if inspect.isfunction(obj) and not name.startswith("_")
+]
+
+
+@pytest.fixture
+def restored_settings():
+    """Settings a docstring example changes, as they were."""
+    fused = keras_mlstm.config.is_fused_kernels_enabled()
+    cache = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        cache = jax.config.jax_compilation_cache_dir
+    yield
+    if fused:
+        keras_mlstm.config.enable_fused_kernels()
+    else:
+        keras_mlstm.config.disable_fused_kernels()
+    if keras.backend.backend() == "jax":
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        compilation_cache.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", cache)
+
+
+@pytest.mark.parametrize("name", CONFIG_FUNCTIONS)
+def test_config_functions_are_documented_and_their_examples_run(
+    name, restored_settings
+):
+    obj = getattr(keras_mlstm.config, name)
+    for section in ("Example:", "References:"):
+        assert section in obj.__doc__, f"{name} lacks {section}"
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    tests = finder.find(obj, name, globs={})
+    assert tests and tests[0].examples, f"{name} has no example"
+    for test in tests:
+        runner.run(test)
+    assert runner.failures == 0

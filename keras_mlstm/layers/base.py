@@ -97,9 +97,27 @@ def last_step(x, mask):
     length = ops.shape(mask)[1]
     steps = ops.arange(length, dtype="int32")[None]  # (1, T)
     last = reduce_max(ops.where(mask, steps, -1), axis=1)  # (B,), B = 0 too
-    index = ops.reshape(ops.maximum(last, 0), (-1, 1, 1))
-    chosen = ops.take_along_axis(x, index, axis=1)[:, 0]  # (B, F)
+    index = ops.reshape(ops.maximum(last, 0), (-1, 1))
+    chosen = gather_steps(x, index)[:, 0]  # (B, F)
     return ops.where((last >= 0)[:, None], chosen, ops.zeros_like(chosen))
+
+
+def gather_steps(x, index):
+    """`x` (B, T, F) at the steps `index` (B, S), int32, of each
+    sequence: `(B, S, F)`.
+
+    One gather of rows of the flattened `(B * T, F)` steps, not
+    `ops.take_along_axis`, which on TensorFlow (Keras 3.10 to 3.15)
+    broadcasts the indices to the full shape: forward and backward at
+    B=16, T=256, F=256 built 193 graph operations and took 15.5 ms there,
+    against 68 and 3.5 ms for this (docs/benchmarks.md, issue #22).
+    """
+    shape = ops.shape(x)
+    batch, length, features = shape[0], shape[1], x.shape[-1]
+    offsets = ops.arange(batch, dtype="int32")[:, None] * length  # (B, 1)
+    rows = ops.reshape(ops.cast(index, "int32") + offsets, (-1,))
+    gathered = ops.take(ops.reshape(x, (-1, features)), rows, axis=0)
+    return ops.reshape(gathered, (batch, ops.shape(index)[1], features))
 
 
 def check_mask(mask, shape, name="mask"):

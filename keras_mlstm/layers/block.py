@@ -16,6 +16,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import forget_gate_bias_initializer
 from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import gather_steps
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import head_gates
 from keras_mlstm.layers.base import known_features
@@ -397,7 +398,7 @@ class MLSTMBlock(RecurrentBlock):
             steps = ops.arange(length, dtype="int32")[None]  # (1, T)
             # Unmasked steps first, each group in time order (unique keys).
             order = ops.argsort(ops.where(mask, steps, steps + length))
-            x_m = ops.take_along_axis(x_m, order[..., None], axis=1)
+            x_m = gather_steps(x_m, order)
         taps = self.conv_kernel_size - 1
         padded = ops.concatenate([window, x_m], axis=1)  # (B, K-1+T, I)
         conv = self.conv_bias + padded[:, taps:] * self.conv_kernel[taps]
@@ -407,10 +408,10 @@ class MLSTMBlock(RecurrentBlock):
             return ops.silu(conv), padded[:, length:]
         counted = ops.cast(mask, "int32")
         rank = ops.maximum(ops.cumsum(counted, axis=1) - 1, 0)  # (B, T)
-        conv = ops.take_along_axis(conv, rank[..., None], axis=1)
+        conv = gather_steps(conv, rank)
         count = ops.sum(counted, axis=1)  # (B,), unmasked steps per row
         last = count[:, None] + ops.arange(taps, dtype="int32")[None]
-        new_window = ops.take_along_axis(padded, last[..., None], axis=1)
+        new_window = gather_steps(padded, last)
         return ops.silu(conv), new_window
 
     def _headwise(self, x, kernel, bias):

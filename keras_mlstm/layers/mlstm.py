@@ -16,6 +16,7 @@ from keras.src.utils.tracking import no_automatic_dependency_tracking
 
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import gather_steps
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import last_step
 from keras_mlstm.layers.base import poison
@@ -494,9 +495,7 @@ class MLSTM(keras.layers.Layer):
         steps = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
         last = ops.where(mask, steps, -ops.ones_like(steps))  # (B, T)
         last = ops.associative_scan(ops.maximum, last, axis=1)
-        gathered = ops.take_along_axis(
-            outputs, ops.expand_dims(ops.maximum(last, 0), -1), axis=1
-        )  # (B, T, U)
+        gathered = gather_steps(outputs, ops.maximum(last, 0))  # (B, T, U)
         seen = ops.expand_dims(last >= 0, -1)
         return ops.where(seen, gathered, ops.zeros_like(outputs))
 
