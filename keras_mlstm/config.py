@@ -1,5 +1,6 @@
 """Global settings of keras_mlstm, as `keras.config` holds Keras's: whether
-the fused mLSTM kernels are used, and which.
+the fused mLSTM kernels are used, and which; and JAX's persistent
+compilation cache (`enable_compilation_cache`).
 
 The fused kernels are those of the official `mlstm_kernels` package (the
 NXAI Community License; an optional extra, `pip install -e ".[cuda]"`),

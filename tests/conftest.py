@@ -112,3 +112,28 @@ def _jax_64_bit_mode(request):
             yield
     else:
         yield
+
+
+@pytest.fixture
+def restored_config():
+    """keras_mlstm's global settings, and JAX's compilation cache
+    directory, as they were before the test."""
+    from keras_mlstm import config
+
+    fused = config.is_fused_kernels_enabled()
+    cache = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        cache = jax.config.jax_compilation_cache_dir
+    yield
+    if fused:
+        config.enable_fused_kernels()
+    else:
+        config.disable_fused_kernels()
+    if keras.backend.backend() == "jax":
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        compilation_cache.reset_cache()
+        jax.config.update("jax_compilation_cache_dir", cache)

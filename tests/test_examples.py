@@ -27,9 +27,15 @@ def load_example(name):
     return module
 
 
-def test_demo_smoke_trains_saves_reloads_and_samples(tmp_path, capsys):
+def test_demo_smoke_trains_saves_reloads_and_samples(
+    tmp_path, capsys, restored_config
+):
     demo = load_example("demo")
-    out = demo.main(["--smoke", "--output-dir", str(tmp_path)])
+    cache = tmp_path / "xla"
+    out = demo.main(
+        ["--smoke", "--output-dir", str(tmp_path)]
+        + ["--compilation-cache", str(cache)]
+    )
     for result in out["results"].values():
         assert result["steps"] == 2
         assert math.isfinite(result["bits"])
@@ -49,6 +55,20 @@ def test_demo_smoke_trains_saves_reloads_and_samples(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "validation bits per byte" in printed
     assert "sample from the reloaded model" in printed
+    # On JAX the compiled steps go to the cache named (a JAX-only cache).
+    if keras.backend.backend() == "jax":
+        assert out["compilation_cache"] == str(cache) and cache.is_dir()
+        assert f"compilation cache: {cache}" in printed
+    else:
+        assert out["compilation_cache"] is None and not cache.exists()
+        assert "compilation cache" not in printed
+
+
+def test_demo_smoke_leaves_the_compilation_cache_alone_unless_named():
+    demo = load_example("demo")
+    assert demo.parse_args(["--smoke"]).compilation_cache is None
+    args = demo.parse_args(["--no-compilation-cache"])
+    assert args.no_compilation_cache and not args.smoke
 
 
 def test_demo_compares_at_the_last_step_count_both_models_validated():

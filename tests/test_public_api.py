@@ -121,31 +121,9 @@ CONFIG_FUNCTIONS = [
 ]
 
 
-@pytest.fixture
-def restored_settings():
-    """Settings a docstring example changes, as they were."""
-    fused = keras_mlstm.config.is_fused_kernels_enabled()
-    cache = None
-    if keras.backend.backend() == "jax":
-        import jax
-
-        cache = jax.config.jax_compilation_cache_dir
-    yield
-    if fused:
-        keras_mlstm.config.enable_fused_kernels()
-    else:
-        keras_mlstm.config.disable_fused_kernels()
-    if keras.backend.backend() == "jax":
-        import jax
-        from jax.experimental.compilation_cache import compilation_cache
-
-        compilation_cache.reset_cache()
-        jax.config.update("jax_compilation_cache_dir", cache)
-
-
 @pytest.mark.parametrize("name", CONFIG_FUNCTIONS)
 def test_config_functions_are_documented_and_their_examples_run(
-    name, restored_settings
+    name, restored_config
 ):
     obj = getattr(keras_mlstm.config, name)
     for section in ("Example:", "References:"):

@@ -19,16 +19,18 @@ At each depth n of `--compile-depths` the bodies are:
 At depth 1 also the layers alone, at `--compile-width`: `MLSTM(D)`,
 `MLSTMBlock` and `MLSTMLargeBlock` (4 heads each).
 
-After a warm-up model's first step (one-time costs of the process), the
-models of one depth are built afresh, their first calls made one after
-the other, then their steady steps timed interleaved (`--repeats`
-rounds). On JAX each row splits the first call into JAX's own timers
-(`jax.monitoring`): tracing, lowering to StableHLO and XLA compilation.
-`first call / LSTM` compares models of one depth; `first call / 1 layer`
-shows the growth with depth of each body.
+After a tiny warm-up model's first step (one-time costs of the process
+and of the layers' code), the models of one depth are built afresh (in
+a cleared Keras session), their first calls made one after the other
+(each after a garbage collection), then their steady steps timed
+interleaved (`--repeats` rounds). On JAX each row splits the first call
+into JAX's own timers (`jax.monitoring`): tracing, lowering to StableHLO
+and XLA compilation. `first call / LSTM` compares models of one depth;
+`first call / 1 layer` shows the growth with depth of each body.
 """
 
 import functools
+import gc
 import sys
 
 import keras
@@ -156,6 +158,10 @@ def _recording_first_call(thunk, stages):
         if calls:
             return thunk()
         calls.append(None)
+        # Each first call starts from a collected heap: Python's garbage
+        # collector walks every live object, the graphs of the models
+        # before included, and would charge that walk to whoever is next.
+        gc.collect()
         with compile_stages() as recorded:
             value = block_until_ready(thunk())
         stages.update(recorded)
@@ -177,14 +183,21 @@ def run(args):
     tokens = np.random.default_rng(0).integers(vocab, size=(batch, length + 1))
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     inputs, targets = inputs.astype("int32"), targets.astype("int32")
+
     # One-time costs of the process (the first compilation of all, the
-    # optimizer's code paths) must not land on the first contestant.
-    warm_up = compile_for_training(
-        language_model(vocab, 4, lambda x: x), loss, "auto"
-    )
+    # first use of each layer's and the optimizer's code) must not land on
+    # the first contestant: a tiny model of both kinds of layer first.
+    def warm_up_body(x):
+        x = MLSTMStack(num_layers=1, num_heads=2)(x)
+        return keras.layers.LSTM(8, return_sequences=True)(x)
+
+    warm_up = language_model(vocab, 8, warm_up_body)
+    compile_for_training(warm_up, loss, "auto")
     warm_up.train_on_batch(inputs, targets)
     first_layer = {}
     for depth in args.compile_depths:
+        models = None  # the models of the depth before, and Keras's state
+        keras.backend.clear_session()
         builders = _builders(vocab, depth, length, hub)
         target = builders["MLSTMStack"](width).count_params()
         widths = {
