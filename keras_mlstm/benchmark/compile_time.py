@@ -32,6 +32,7 @@ and XLA compilation. `first call / LSTM` compares models of one depth;
 import functools
 import gc
 import sys
+import time
 
 import keras
 import numpy as np
@@ -150,26 +151,6 @@ AT_WIDTH = ("MLSTMStack", "XLSTMBackbone", "MLSTM", "MLSTMBlock")
 AT_WIDTH += ("MLSTMLargeBlock",)
 
 
-def _recording_first_call(thunk, stages):
-    """`thunk`, whose first call fills `stages` (`compile_stages`)."""
-    calls = []
-
-    def call():
-        if calls:
-            return thunk()
-        calls.append(None)
-        # Each first call starts from a collected heap: Python's garbage
-        # collector walks every live object, the graphs of the models
-        # before included, and would charge that walk to whoever is next.
-        gc.collect()
-        with compile_stages() as recorded:
-            value = block_until_ready(thunk())
-        stages.update(recorded)
-        return value
-
-    return call
-
-
 def run(args):
     vocab, width = args.compile_vocab, args.compile_width
     length, batch = args.compile_length, args.compile_batch
@@ -208,17 +189,26 @@ def run(args):
             name: compile_for_training(build(widths[name]), loss, "auto")
             for name, build in builders.items()
         }
-        stages = {name: {} for name in models}
+        # The first calls one by one, each from a collected heap (Python's
+        # garbage collector walks every live object, the graphs of the
+        # models before included, and would charge that to whoever is
+        # next), then the steady steps interleaved.
+        first, stages = {}, {}
+        for name, model in models.items():
+            gc.collect()
+            with compile_stages() as stages[name]:
+                start = time.perf_counter()
+                block_until_ready(model.train_on_batch(inputs, targets))
+                first[name] = time.perf_counter() - start
         result = time_interleaved(
             {
-                name: _recording_first_call(
-                    call_with(model.train_on_batch, (inputs, targets)),
-                    stages[name],
-                )
+                name: call_with(model.train_on_batch, (inputs, targets))
                 for name, model in models.items()
             },
             args.repeats,
         )
+        for name, timing in result.items():
+            timing["first_call_s"] = first[name]
         lstm = result["LSTM"]["first_call_s"]
         for name, timing in result.items():
             first_layer.setdefault(name, (depth, timing["first_call_s"]))
@@ -229,9 +219,11 @@ def run(args):
             row["jit_compile"] = models[name].jit_compile
             row["tokens_per_s"] = batch * length / timing["median_s"]
             row["first_call_ratio_to_LSTM"] = timing["first_call_s"] / lstm
-            start, first = first_layer[name]
-            if start == 1:
-                row["first_call_vs_1_layer"] = timing["first_call_s"] / first
+            start_depth, one_layer = first_layer[name]
+            if start_depth == 1:
+                row["first_call_vs_1_layer"] = (
+                    timing["first_call_s"] / one_layer
+                )
             yield row
 
 
