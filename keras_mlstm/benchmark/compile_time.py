@@ -98,11 +98,6 @@ def _layers(make, depth):
     return body
 
 
-def _alone(make):
-    """A body of the one layer `make(width)`."""
-    return lambda width: make(width)
-
-
 def _recurrent(layer_class):
     return lambda width: layer_class(width, return_sequences=True)
 
@@ -110,45 +105,41 @@ def _recurrent(layer_class):
 def _builders(vocab, depth, context, hub):
     """`name -> build(width)` of the models compared at `depth`; the
     first is the reference for the others' widths."""
+
+    def around(body):
+        return lambda width: language_model(vocab, width, body(width))
+
     builders = {
-        "MLSTMStack": lambda width: language_model(
-            vocab, width, MLSTMStack(num_layers=depth, num_heads=HEADS)
+        "MLSTMStack": around(
+            lambda width: MLSTMStack(num_layers=depth, num_heads=HEADS)
         )
     }
     if hub:
         builders["XLSTMBackbone"] = functools.partial(
             mlstm_model, vocab, blocks=depth, context=context
         )
-    for name, body in (
-        ("LSTM", _layers(_recurrent(keras.layers.LSTM), depth)),
-        ("GRU", _layers(_recurrent(keras.layers.GRU), depth)),
-    ):
-        builders[name] = functools.partial(
-            lambda body, width: language_model(vocab, width, body(width)),
-            body,
-        )
+    builders["LSTM"] = around(_layers(_recurrent(keras.layers.LSTM), depth))
+    builders["GRU"] = around(_layers(_recurrent(keras.layers.GRU), depth))
     builders["Transformer"] = functools.partial(
         transformer_model, vocab, blocks=depth, context=context
     )
     if depth == 1:
-        for name, body in (
-            ("MLSTM", _alone(_recurrent(MLSTM))),
-            ("MLSTMBlock", _alone(lambda w: MLSTMBlock(num_heads=HEADS))),
-            (
-                "MLSTMLargeBlock",
-                _alone(lambda w: MLSTMLargeBlock(num_heads=HEADS)),
-            ),
-        ):
-            builders[name] = functools.partial(
-                lambda body, width: language_model(vocab, width, body(width)),
-                body,
-            )
+        builders["MLSTM"] = around(_recurrent(MLSTM))
+        builders["MLSTMBlock"] = around(lambda w: MLSTMBlock(num_heads=HEADS))
+        builders["MLSTMLargeBlock"] = around(
+            lambda w: MLSTMLargeBlock(num_heads=HEADS)
+        )
     return builders
 
 
 # Bodies built at `--compile-width` itself rather than at a matched size.
-AT_WIDTH = ("MLSTMStack", "XLSTMBackbone", "MLSTM", "MLSTMBlock")
-AT_WIDTH += ("MLSTMLargeBlock",)
+AT_WIDTH = (
+    "MLSTMStack",
+    "XLSTMBackbone",
+    "MLSTM",
+    "MLSTMBlock",
+    "MLSTMLargeBlock",
+)
 
 
 def run(args):
