@@ -102,6 +102,19 @@ def last_step(x, mask):
     return ops.where((last >= 0)[:, None], chosen, ops.zeros_like(chosen))
 
 
+def fused_backward_for(head_norm, initial_state):
+    """The `fused_backward` a layer asks of `keras_mlstm.ops.mlstm`:
+    `"kernel"` where a fused kernel's own backward is exact, else
+    `"exact"`.
+
+    The kernels' backward leaves out the read-out denominator's gradient,
+    which a per-head norm right after the mLSTM cancels (`head_norm`), and
+    the initial `n` and `m`'s, which matter only for a given state (a
+    stateful layer's carried state takes no gradient: it counts as none).
+    """
+    return "kernel" if head_norm and initial_state is None else "exact"
+
+
 def gather_steps(x, index):
     """`x` (B, T, F) at the steps `index` (B, S), int32, of each
     sequence: `(B, S, F)`.

@@ -16,6 +16,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import forget_gate_bias_initializer
 from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import fused_backward_for
 from keras_mlstm.layers.base import gather_steps
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import head_gates
@@ -318,10 +319,8 @@ class MLSTMBlock(RecurrentBlock):
         self._check_call(inputs, initial_state, mask)
         dtype = state_dtype(self.compute_dtype)
         batch = ops.shape(inputs)[0]
-        # The head norm right after the mLSTM cancels the read-out's
-        # denominator, which a fused kernel's own backward leaves out; its
-        # missing initial-state gradients matter only for a given state.
-        fused_backward = "kernel" if initial_state is None else "exact"
+        # A head norm follows the mLSTM.
+        fused_backward = fused_backward_for(True, initial_state)
         if initial_state is None:
             initial_state = self.get_initial_state(batch)
         if mask is not None:

@@ -16,6 +16,7 @@ from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
 from keras_mlstm.layers.base import forget_gate_bias_initializer
 from keras_mlstm.layers.base import from_heads
+from keras_mlstm.layers.base import fused_backward_for
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import head_gates
 from keras_mlstm.layers.base import known_features
@@ -292,11 +293,8 @@ class MLSTMLargeBlock(RecurrentBlock):
             form=self.form,
             chunk_size=self.chunk_size,
             fused=self.fused,
-            # The head norm right after the mLSTM cancels the read-out's
-            # denominator, which a fused kernel's own backward leaves out;
-            # its missing initial-state gradients matter only for a given
-            # state.
-            fused_backward="kernel" if initial_state is None else "exact",
+            # A head norm follows the mLSTM.
+            fused_backward=fused_backward_for(True, initial_state),
             return_state=True,
         )  # (B, NH, T, V / NH), float32
         h = standardize(h, self.norm_epsilon)

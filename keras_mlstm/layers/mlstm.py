@@ -16,6 +16,7 @@ from keras.src.utils.tracking import no_automatic_dependency_tracking
 
 from keras_mlstm.layers.base import check_mask
 from keras_mlstm.layers.base import check_sequence_inputs
+from keras_mlstm.layers.base import fused_backward_for
 from keras_mlstm.layers.base import gather_steps
 from keras_mlstm.layers.base import guard_steps
 from keras_mlstm.layers.base import last_step
@@ -358,13 +359,7 @@ class MLSTM(keras.layers.Layer):
 
     def call(self, sequences, initial_state=None, mask=None, training=None):
         self._check_call(sequences, initial_state, mask)
-        # With the head norm, which cancels the read-out's denominator that a
-        # fused kernel's own backward leaves out, and no state given (a
-        # stateful layer's carried state takes no gradient), the kernel's
-        # backward is the exact one.
-        fused_backward = "exact"
-        if self.head_norm and initial_state is None:
-            fused_backward = "kernel"
+        fused_backward = fused_backward_for(self.head_norm, initial_state)
         if self.stateful and initial_state is None:
             # Copies: the variables are assigned below, in place on PyTorch,
             # while the backward pass still needs the values read here.
