@@ -13,6 +13,8 @@ around the kernels is tested on a CPU.
 
 import os
 
+import keras
+
 _SETTINGS = {
     "enabled": True,
     "sequence_kernel": "chunkwise--triton_xl_chunk",
@@ -166,8 +168,6 @@ def enable_compilation_cache(directory=None):
         - JAX, "Persistent compilation cache",
           https://docs.jax.dev/en/latest/persistent_compilation_cache.html
     """
-    import keras
-
     if directory is not None and not isinstance(directory, (str, os.PathLike)):
         raise ValueError(
             "`directory` must be None or a path (str or os.PathLike); "

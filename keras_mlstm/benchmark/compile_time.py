@@ -166,7 +166,7 @@ def run(args):
     warm_up = language_model(vocab, 8, warm_up_body)
     compile_for_training(warm_up, loss, "auto")
     warm_up.train_on_batch(inputs, targets)
-    first_layer = {}
+    one_layer = {}  # the first call of each body at depth 1
     for depth in args.compile_depths:
         models = None  # the models of the depth before, and Keras's state
         keras.backend.clear_session()
@@ -202,7 +202,8 @@ def run(args):
             timing["first_call_s"] = first[name]
         lstm = result["LSTM"]["first_call_s"]
         for name, timing in result.items():
-            first_layer.setdefault(name, (depth, timing["first_call_s"]))
+            if depth == 1:
+                one_layer[name] = timing["first_call_s"]
             row = {"suite": "compile", "body": name, "width": widths[name]}
             row.update(layers=depth, vocab=vocab, length=length, batch=batch)
             row.update(params=models[name].count_params(), **timing)
@@ -210,10 +211,9 @@ def run(args):
             row["jit_compile"] = models[name].jit_compile
             row["tokens_per_s"] = batch * length / timing["median_s"]
             row["first_call_ratio_to_LSTM"] = timing["first_call_s"] / lstm
-            start_depth, one_layer = first_layer[name]
-            if start_depth == 1:
+            if name in one_layer:
                 row["first_call_vs_1_layer"] = (
-                    timing["first_call_s"] / one_layer
+                    timing["first_call_s"] / one_layer[name]
                 )
             yield row
 

@@ -116,7 +116,7 @@ def fused_backward_for(head_norm, initial_state):
 
 
 def gather_steps(x, index):
-    """`x` (B, T, F) at the steps `index` (B, S), int32, of each
+    """`x` (B, T, F) at the steps `index` (B, S), integers, of each
     sequence: `(B, S, F)`.
 
     One gather of rows of the flattened `(B * T, F)` steps, not
