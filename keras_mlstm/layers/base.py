@@ -12,6 +12,7 @@ from keras_mlstm.layers.projection import Projection
 from keras_mlstm.ops.common import check_chunk_size
 from keras_mlstm.ops.common import check_fused
 from keras_mlstm.ops.common import check_options
+from keras_mlstm.ops.common import from_first
 from keras_mlstm.ops.common import linear
 from keras_mlstm.ops.common import positive_int
 from keras_mlstm.ops.common import static_shape
@@ -166,7 +167,7 @@ def guard_steps(x, mask):
     else:
         keep = ~bad
     x = ops.where(keep[..., None], x, 0.0)
-    poisoned = ops.cumsum(ops.cast(bad, "int32"), axis=1) > 0  # (B, T)
+    poisoned = from_first(bad)  # (B, T)
     return x, poisoned
 
 

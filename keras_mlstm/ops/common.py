@@ -36,8 +36,8 @@ from keras import ops
 
 from keras_mlstm.ops.compat import clip_above
 from keras_mlstm.ops.compat import clip_below
-from keras_mlstm.ops.compat import cumsum
 from keras_mlstm.ops.compat import maximum
+from keras_mlstm.ops.compat import reduce_max
 
 # Log-weight given to an absent input (a masked or padded step). Finite, so
 # that no `inf - inf` can appear in a forward or backward pass, and so
@@ -384,6 +384,21 @@ def _select(keep, x, value):
     return ops.where(keep, x, value)
 
 
+def from_first(flags):
+    """True from the first True of `flags` along the last axis on: a
+    cumulative OR over the steps, `(..., T)` bool in and out.
+
+    Taken as `T - t <= max over flagged steps s of T - s`, one maximum
+    and a comparison: a cumulative sum, the obvious way, is a window
+    reduction that XLA compiles as two kernels forward and two more
+    backward, each as costly to compile as the ops' larger kernels.
+    """
+    length = ops.shape(flags)[-1]
+    countdown = length - ops.arange(length, dtype="int32")  # (T,), T..1
+    latest = reduce_max(ops.where(flags, countdown, 0), axis=-1)  # (...)
+    return ops.less_equal(countdown, ops.expand_dims(latest, -1))  # (..., T)
+
+
 def _non_finite_steps(q, k, v, input_gate, forget_gate):
     """Per step, `(bad_read, bad_write)` of shape (B, NH[, T]): `q`
     holds NaN or inf; `k` or `v` hold NaN or inf, or a gate is NaN.
@@ -449,7 +464,7 @@ def prepare(
     input_gate = _select(~bad_write, input_gate, NEG_LOG_WEIGHT)
     forget_gate = _select(~bad_write, forget_gate, 0.0)
     if sequence:
-        written = cumsum(ops.cast(bad_write, dtype), axis=-1) > 0  # (B, NH, T)
+        written = from_first(bad_write)  # (B, NH, T)
         poisoned_state = written[..., -1]  # (B, NH)
     else:
         written = poisoned_state = bad_write  # (B, NH)
