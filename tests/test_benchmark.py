@@ -8,14 +8,18 @@ import re
 import sys
 
 import keras
+import numpy as np
 import pytest
 from utils import import_keras_hub
 
 from keras_mlstm import benchmark
 from keras_mlstm import resolve_chunk_size
+from keras_mlstm.benchmark import compile_time
 from keras_mlstm.benchmark import generate
 from keras_mlstm.benchmark import official
 from keras_mlstm.benchmark import report
+from keras_mlstm.layers import MLSTMBlock
+from keras_mlstm.layers import MLSTMLargeBlock
 
 pytestmark = pytest.mark.slow_on("jax")
 
@@ -568,7 +572,8 @@ def test_compile_suite_times_first_and_steady_steps_by_depth(tmp_path, capsys):
         + ["--compile-width", "16", "--compile-length", "8"]
         + ["--compile-batch", "2", "--compile-vocab", "16"],
     )
-    stacks = ["MLSTMStack"] + (["XLSTMBackbone"] if hub else [])
+    stacks = ["MLSTMStack", compile_time.STAND_IN]
+    stacks += ["XLSTMBackbone"] if hub else []
     matched = stacks + ["LSTM", "GRU", "Transformer"]
     alone = ["MLSTM", "MLSTMBlock", "MLSTMLargeBlock"]
     assert [(row["body"], row["layers"]) for row in rows] == [
@@ -596,9 +601,38 @@ def test_compile_suite_times_first_and_steady_steps_by_depth(tmp_path, capsys):
         for name in ("LSTM", "GRU", "Transformer"):
             assert abs(by_name[name, depth]["params"] - stack) < 0.2 * stack
         assert by_name["MLSTMStack", depth]["width"] == 16
+        stand_in = by_name[compile_time.STAND_IN, depth]
+        assert (stand_in["width"], stand_in["params"]) == (16, stack)
     assert (
         by_name["MLSTMStack", 2]["params"] > by_name["MLSTMStack", 1]["params"]
     )
     printed = capsys.readouterr()
     assert "| backend | body | layers | width | params |" in printed.out
     assert ("XLSTMBackbone left out" in printed.err) is not hub
+
+
+@pytest.mark.parametrize("block_class", [MLSTMBlock, MLSTMLargeBlock])
+def test_op_stand_in_replaces_the_recurrence_inside_the_with_only(block_class):
+    # The compile suite's floor: a block whose op is the pointwise stand-in
+    # has no memory beyond its causal convolution (4 steps), so a change at
+    # step 0 cannot reach step 11; through the real op it does, before and
+    # after the `with`. Small inputs (the block's layer norm rescales them)
+    # keep the residual from hiding the branch; step 0 is flipped and
+    # shifted, as a flip alone leaves k v^T unchanged.
+    block = block_class(num_heads=2)
+    x = np.random.default_rng(0).normal(size=(2, 12, 8)).astype("float32")
+    x *= 1e-3
+    moved = x.copy()
+    moved[:, 0] = 3e-3 - x[:, 0]
+
+    def reach():
+        return np.abs(
+            keras.ops.convert_to_numpy(block(moved) - block(x))[:, -1]
+        ).max()
+
+    before = reach()
+    with compile_time.op_stand_in():
+        inside = reach()
+    after = reach()
+    assert before > 0.01 and after == before
+    assert inside == 0.0

@@ -25,6 +25,7 @@ from utils import to_numpy
 from utils import value_and_grad
 
 from keras_mlstm import ops as mlstm_ops
+from keras_mlstm.ops.common import from_first
 
 # What padding may hold; `garbage_like` spreads all of it over the masked
 # entries of one array, so one case exercises every kind.
@@ -190,6 +191,22 @@ def test_non_finite_inputs_poison_exactly_the_outputs_they_reach(form):
             scaled_error(h[~expected], h_ref[~expected], scale[~expected])
             < 1e-5
         )
+
+
+@pytest.mark.parametrize("batch", [3, 0])
+def test_from_first_is_a_cumulative_or_over_the_steps(batch):
+    """`from_first` (the poisoning and `guard_steps`' steps) against
+    NumPy's cumulative OR: rows with no flag, a flag at the first step, at
+    the last step and at several; eagerly and compiled; empty batches."""
+    flags = np.random.default_rng(0).random((batch, 2, 9)) < 0.15
+    if batch:
+        flags[0, 0], flags[0, 1] = False, False
+        flags[1, 0, 0] = flags[1, 1, -1] = True
+        flags[2, 0, [2, 5]] = True
+    expected = np.logical_or.accumulate(flags, axis=-1)
+    for fn in (from_first, compiled(from_first)):
+        got = to_numpy(fn(keras.ops.convert_to_tensor(flags)))
+        np.testing.assert_array_equal(got, expected)
 
 
 GATE_CASES = {

@@ -8,6 +8,10 @@ JAX, a `tf.function` without XLA on a TensorFlow CPU, eager on PyTorch).
 At each depth n of `--compile-depths` the bodies are:
 
 - `MLSTMStack`: n `"mlstm"` blocks of 4 heads, width `--compile-width`;
+- `MLSTMStack, op stand-in`: the same model with the blocks' mLSTM op
+  replaced, while it is traced and run, by a pointwise map of its inputs
+  (`op_stand_in`): what the rest of a block costs, the floor that no exact
+  mLSTM op can go below;
 - `XLSTMBackbone`: KerasHub's `XLSTMCausalLM` of the same blocks and
   width, fed unpadded ids with a padding mask of ones, as a KerasHub
   preprocessor feeds it (needs the `hub` extra; left out with a message
@@ -29,13 +33,16 @@ and XLA compilation. `first call / LSTM` compares models of one depth;
 `first call / 1 layer` shows the growth with depth of each body.
 """
 
+import contextlib
 import functools
 import gc
 import sys
 import time
+from unittest import mock
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_mlstm.benchmark.generate import hub_unavailable
 from keras_mlstm.benchmark.lm import language_model
@@ -51,16 +58,57 @@ from keras_mlstm.benchmark.timing import time_interleaved
 from keras_mlstm.layers import MLSTM
 from keras_mlstm.layers import MLSTMBlock
 from keras_mlstm.layers import MLSTMLargeBlock
+from keras_mlstm.layers import block as block_module
+from keras_mlstm.layers import large_block as large_block_module
 from keras_mlstm.models import MLSTMStack
 
 HELP = {
     "compile": "first train_on_batch (tracing, compiling) and steady step of"
     " language models of MLSTMStack, XLSTMBackbone, LSTM, GRU and"
     " Transformer bodies at --compile-depths layers (equal parameter"
-    " counts), and of MLSTM and each block alone",
+    " counts), of the stack with its mLSTM op replaced by a pointwise"
+    " stand-in, and of MLSTM and each block alone",
 }
 
 HEADS = 4
+STAND_IN = "MLSTMStack, op stand-in"
+
+
+def _stand_in_op(q, k, v, input_gate, forget_gate, *, initial_state, **_):
+    """`h = v * (q . k + i~ + f~)` per step and head, the state passed
+    through: every input of the op reaches the loss (so the projections
+    feeding it are compiled forward and backward), nothing is
+    recurrent."""
+    score = ops.sum(q * k, axis=-1) + input_gate + forget_gate  # (B, NH, T)
+    return v * ops.expand_dims(score, -1), initial_state
+
+
+@contextlib.contextmanager
+def op_stand_in():
+    """Inside the `with`, `MLSTMBlock` and `MLSTMLargeBlock` call
+    `_stand_in_op` where they call the mLSTM op: a block's first call then
+    measures everything but the op."""
+    with (
+        mock.patch.object(block_module, "mlstm", _stand_in_op),
+        mock.patch.object(large_block_module, "mlstm", _stand_in_op),
+    ):
+        yield
+
+
+def _context(name):
+    """What the model `name` is traced and run in."""
+    return op_stand_in() if name == STAND_IN else contextlib.nullcontext()
+
+
+def _within(name, thunk):
+    """`thunk`, called in the context of the model `name` (PyTorch traces
+    nothing: its steady steps call the op anew)."""
+
+    def call():
+        with _context(name):
+            return thunk()
+
+    return call
 
 
 def add_arguments(parser):
@@ -109,11 +157,8 @@ def _builders(vocab, depth, context, hub):
     def around(body):
         return lambda width: language_model(vocab, width, body(width))
 
-    builders = {
-        "MLSTMStack": around(
-            lambda width: MLSTMStack(num_layers=depth, num_heads=HEADS)
-        )
-    }
+    stack = around(lambda width: MLSTMStack(num_layers=depth, num_heads=HEADS))
+    builders = {"MLSTMStack": stack, STAND_IN: stack}
     if hub:
         builders["XLSTMBackbone"] = functools.partial(
             mlstm_model, vocab, blocks=depth, context=context
@@ -135,6 +180,7 @@ def _builders(vocab, depth, context, hub):
 # Bodies built at `--compile-width` itself rather than at a matched size.
 AT_WIDTH = (
     "MLSTMStack",
+    STAND_IN,
     "XLSTMBackbone",
     "MLSTM",
     "MLSTMBlock",
@@ -176,10 +222,11 @@ def run(args):
             name: width if name in AT_WIDTH else width_for(build, target)
             for name, build in builders.items()
         }
-        models = {
-            name: compile_for_training(build(widths[name]), loss, "auto")
-            for name, build in builders.items()
-        }
+        models = {}
+        for name, build in builders.items():
+            with _context(name):
+                models[name] = build(widths[name])
+            compile_for_training(models[name], loss, "auto")
         # The first calls one by one, each from a collected heap (Python's
         # garbage collector walks every live object, the graphs of the
         # models before included, and would charge that to whoever is
@@ -187,13 +234,15 @@ def run(args):
         first, stages = {}, {}
         for name, model in models.items():
             gc.collect()
-            with compile_stages() as stages[name]:
+            with _context(name), compile_stages() as stages[name]:
                 start = time.perf_counter()
                 block_until_ready(model.train_on_batch(inputs, targets))
                 first[name] = time.perf_counter() - start
         result = time_interleaved(
             {
-                name: call_with(model.train_on_batch, (inputs, targets))
+                name: _within(
+                    name, call_with(model.train_on_batch, (inputs, targets))
+                )
                 for name, model in models.items()
             },
             args.repeats,

@@ -62,9 +62,9 @@ def log_weights(log_input, log_forget):
         segment + ops.expand_dims(log_input, -2),
         float("-inf"),
     )  # (..., T, T)
-    # a[t] = lf[0] + D's segment sum lf[1] + ... + lf[t]: the first column
-    # of `segment`, so no second cumulative sum (one fewer kernel to
-    # compile forward and backward).
+    # a[t] = lf[0] + (lf[1] + ... + lf[t]), the first column of `segment`:
+    # no second cumulative sum, which XLA compiles as two kernels forward
+    # and two backward.
     log_decay = log_forget[..., :1] + segment[..., 0]  # (..., T)
     return log_d, log_decay
 
