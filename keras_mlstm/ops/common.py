@@ -386,12 +386,14 @@ def _select(keep, x, value):
 
 def from_first(flags):
     """True from the first True of `flags` along the last axis on: a
-    cumulative OR over the steps, `(..., T)` bool in and out.
+    cumulative OR over the steps, `(..., T)` bool in and out, T >= 1 (the
+    ops and layers refuse empty sequences before they get here).
 
     Taken as `T - t <= max over flagged steps s of T - s`, one maximum
-    and a comparison: a cumulative sum, the obvious way, is a window
-    reduction that XLA compiles as two kernels forward and two more
-    backward, each as costly to compile as the ops' larger kernels.
+    and a comparison. A cumulative sum, the obvious way, is a window
+    reduction, which XLA compiles as two kernels forward and two backward
+    (alone, (16, 4, 4, 64, 64) along an axis of 64: 0.15 s to compile,
+    against 0.01 s for an elementwise product).
     """
     length = ops.shape(flags)[-1]
     countdown = length - ops.arange(length, dtype="int32")  # (T,), T..1
