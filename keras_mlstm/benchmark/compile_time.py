@@ -214,7 +214,7 @@ def run(args):
     warm_up.train_on_batch(inputs, targets)
     one_layer = {}  # the first call of each body at depth 1
     for depth in args.compile_depths:
-        models = None  # the models of the depth before, and Keras's state
+        models = {}  # the models of the depth before go, then Keras's state
         keras.backend.clear_session()
         builders = _builders(vocab, depth, length, hub)
         target = builders["MLSTMStack"](width).count_params()
@@ -222,7 +222,6 @@ def run(args):
             name: width if name in AT_WIDTH else width_for(build, target)
             for name, build in builders.items()
         }
-        models = {}
         for name, build in builders.items():
             with _context(name):
                 models[name] = build(widths[name])
